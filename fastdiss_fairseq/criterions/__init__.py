@@ -1,0 +1,1 @@
+from . import fastdiss_loss  # noqa: F401  (registers the criterion)

@@ -1,0 +1,170 @@
+"""fairseq criterion `fastdiss_loss`: L = L_diffusion + L_round + w_len L_length.
+
+The criterion also owns how training noise is drawn: standard self-conditioning (the
+baseline), SCP and MANS, each switchable, so the four ablation rows train from one code
+path. They change the noise levels and the self-conditioning input only, never the loss.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from fairseq.criterions import FairseqCriterion, register_criterion
+from fairseq.dataclass import ChoiceEnum, FairseqDataclass
+from fairseq.logging import metrics
+
+from ..diffusion import TrainingNoiseConfig
+from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS
+from ..diffusion.scp import SCP_MODES
+
+
+@dataclass
+class FastDiSSLossConfig(FairseqDataclass):
+    label_smoothing: float = field(
+        default=0.1, metadata={"help": "label smoothing of the rounding loss, 0 = none"}
+    )
+    rounding_loss_factor: float = field(
+        default=1.0, metadata={"help": "weight of the rounding loss CE(z0_hat E^T, y)"}
+    )
+    diffusion_loss_factor: float = field(
+        default=1.0, metadata={"help": "weight of the diffusion loss ||z0_hat - z0||^2 / d"}
+    )
+    length_loss_factor: float = field(
+        default=0.1, metadata={"help": "weight of the length-prediction loss"}
+    )
+    t_min: float = field(
+        default=0.0, metadata={"help": "training times are drawn from U(t_min, 1)"}
+    )
+    self_condition_prob: float = field(
+        default=0.5,
+        metadata={"help": "probability that an update trains with a self-conditioning estimate"},
+    )
+    scp: bool = field(
+        default=False,
+        metadata={"help": "SCP: make the self-conditioning estimate at a noise level t' > t"},
+    )
+    scp_mode: ChoiceEnum(SCP_MODES) = field(
+        default="uniform",
+        metadata={"help": "how t' is drawn: t + U(0, delta_max) ('uniform') or t + delta_max ('fixed')"},
+    )
+    scp_delta_max: float = field(
+        default=0.5, metadata={"help": "largest SCP gap t' - t (1/K matches a K-step sampler)"}
+    )
+    scp_shared_noise: bool = field(
+        default=False,
+        metadata={"help": "build z_{t'} from the same eps as z_t instead of fresh noise"},
+    )
+    mans: bool = field(
+        default=False,
+        metadata={"help": "MANS: per-token noise, more noise for tokens the model denoises confidently"},
+    )
+    mans_strength: float = field(
+        default=0.5, metadata={"help": "MANS lambda in t_i = t + lambda (1 - t) r_i"}
+    )
+    mans_measure: ChoiceEnum(CONFIDENCE_MEASURES) = field(
+        default="distance",
+        metadata={"help": "confidence: ||z0_hat - z0||^2 ('distance') or -log p(y|z0_hat) ('likelihood')"},
+    )
+    mans_normalization: ChoiceEnum(CONFIDENCE_NORMALIZATIONS) = field(
+        default="rank", metadata={"help": "how confidences map to r_i in [0, 1] within a sentence"}
+    )
+
+
+def check_loss_config(cfg: FastDiSSLossConfig) -> None:
+    """Rejects impossible settings at start-up, before any training time is spent."""
+    for name in ("t_min", "self_condition_prob", "scp_delta_max", "mans_strength", "label_smoothing"):
+        value = getattr(cfg, name)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
+    if cfg.t_min >= 1.0:
+        raise ValueError(f"--t-min must be < 1, got {cfg.t_min}")
+
+
+def content_tokens(target: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
+    """fairseq targets end in EOS; the diffusion model generates the content before it."""
+    return target.masked_fill(target.eq(eos), pad)[:, :-1]
+
+
+@register_criterion("fastdiss_loss", dataclass=FastDiSSLossConfig)
+class FastDiSSLoss(FairseqCriterion):
+    def __init__(self, task, cfg: FastDiSSLossConfig):
+        super().__init__(task)
+        check_loss_config(cfg)
+        self.cfg = cfg
+        self.eos_idx = task.target_dictionary.eos()
+        self.noise_cfg = TrainingNoiseConfig(
+            t_min=cfg.t_min,
+            self_condition_prob=cfg.self_condition_prob,
+            scp=cfg.scp,
+            scp_mode=cfg.scp_mode,
+            scp_delta_max=cfg.scp_delta_max,
+            scp_fresh_noise=not cfg.scp_shared_noise,
+            mans=cfg.mans,
+            mans_strength=cfg.mans_strength,
+            mans_measure=cfg.mans_measure,
+            mans_normalization=cfg.mans_normalization,
+        )
+
+    def forward(self, model, sample, reduce=True):
+        tgt = content_tokens(sample["target"], self.padding_idx, self.eos_idx)
+        net_input = sample["net_input"]
+        out = model(
+            net_input["src_tokens"], net_input["src_lengths"],
+            tgt_tokens=tgt, noise_cfg=self.noise_cfg,
+        )
+        mask = out["mask"]
+        n_tok = mask.sum().clamp_min(1)
+
+        diffusion = (((out["z0_hat"] - out["z0"]) ** 2).mean(-1) * mask).sum() / n_tok
+        lprobs = F.log_softmax(out["logits"].float(), dim=-1)  # (real tokens, V)
+        nll = F.nll_loss(lprobs, out["target"][mask], reduction="mean") if mask.any() else diffusion * 0
+        eps = self.cfg.label_smoothing
+        rounding = (1 - eps) * nll - eps * lprobs.mean() if eps > 0 and mask.any() else nll
+        length = F.cross_entropy(out["length_logits"].float(), out["length_target"])
+
+        loss = (
+            self.cfg.diffusion_loss_factor * diffusion
+            + self.cfg.rounding_loss_factor * rounding
+            + self.cfg.length_loss_factor * length
+        )
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite FastDiSS loss (diffusion={diffusion.item()}, "
+                f"rounding={rounding.item()}, length={length.item()}): stopping before a "
+                "poisoned update or checkpoint; lower --lr or check the data"
+            )
+
+        t_theta = out["t_theta"][mask]
+        t_base = out["t"][:, None].expand_as(mask)[mask]
+        logging_output = {
+            "loss": loss.data,
+            "diffusion_loss": diffusion.data,
+            "rounding_loss": rounding.data,
+            "nll_loss": nll.data,
+            "length_loss": length.data,
+            "t_mean": t_base.mean().data,
+            "mans_t_increase": (t_theta - t_base).mean().data,
+            "mans_t_std": t_theta.std().data if t_theta.numel() > 1 else t_theta.sum().data * 0,
+            "ntokens": sample["ntokens"],
+            "nsentences": sample["nsentences"],
+            "sample_size": 1,
+        }
+        return loss, 1, logging_output
+
+    @staticmethod
+    def reduce_metrics(logging_outputs) -> None:
+        n = sum(log.get("sample_size", 0) for log in logging_outputs)
+        ntokens = sum(log.get("ntokens", 0) for log in logging_outputs)
+        for key in ("loss", "diffusion_loss", "rounding_loss", "nll_loss", "length_loss",
+                    "t_mean", "mans_t_increase", "mans_t_std"):
+            value = sum(float(log.get(key, 0)) for log in logging_outputs)
+            metrics.log_scalar(key, value / max(n, 1), n, round=3)
+        metrics.log_scalar("ntokens_per_update", ntokens / max(n, 1), n, round=1)
+        metrics.log_derived(
+            "ppl", lambda meters: round(math.exp(min(meters["nll_loss"].avg, 50)), 2)
+        )
+
+    @staticmethod
+    def logging_outputs_can_be_summed() -> bool:
+        return True

@@ -1,0 +1,90 @@
+"""One training forward of FastDiSS: noise levels, self-conditioning input, trained pass.
+
+Order in one update (DESIGN.md section 3):
+  1. sample t ~ U(t_min, 1) per sentence and eps ~ N(0, I);
+  2. MANS (optional): a no-grad pass f(z_t, 0, t) measures per-token confidence and raises
+     the noise of confident tokens, giving per-token t_theta (otherwise t_theta = t);
+  3. self-conditioning with probability p: a no-grad pass gives z_sc; with SCP it runs at
+     t' > t_theta on a fresh z_{t'}, otherwise at t_theta on the trained z_t;
+  4. the trained pass z0_hat = f(z_{t_theta}, z_sc, t_theta).
+SCP and MANS change only the noise levels and the self-conditioning input, never the loss.
+"""
+
+from dataclasses import dataclass
+from typing import Callable, NamedTuple, Optional
+
+import torch
+
+from .mans import model_aware_time, token_confidence, confidence_rank
+from .noising import q_sample, sample_time
+from .schedules import NoiseSchedule
+from .scp import perturbed_time
+
+# denoise(z_t, z_sc, t) -> z0_hat; z_t, z_sc: (B, n, d), t: (B, n)
+Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class TrainingNoiseConfig:
+    t_min: float = 0.0
+    self_condition_prob: float = 0.5
+    scp: bool = False
+    scp_mode: str = "uniform"
+    scp_delta_max: float = 0.5
+    scp_fresh_noise: bool = True
+    mans: bool = False
+    mans_strength: float = 0.5
+    mans_measure: str = "distance"
+    mans_normalization: str = "rank"
+
+
+class TrainingPassOutput(NamedTuple):
+    z0_hat: torch.Tensor  # (B, n, d), with grad
+    t: torch.Tensor  # (B,) the sampled level
+    t_theta: torch.Tensor  # (B, n) the trained per-token level (= t without MANS)
+    t_sc: Optional[torch.Tensor]  # (B, n) level of the self-conditioning pass, None if unused
+
+
+def diffusion_training_pass(
+    denoise: Denoiser,
+    z0: torch.Tensor,
+    mask: torch.Tensor,
+    schedule: NoiseSchedule,
+    cfg: TrainingNoiseConfig,
+    logits_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    target: Optional[torch.Tensor] = None,
+) -> TrainingPassOutput:
+    """Runs steps 1-4 above. mask (B, n) is True at real target tokens."""
+    bsz, n, _ = z0.shape
+    t = sample_time((bsz,), cfg.t_min, device=z0.device).to(z0.dtype)
+    eps = torch.randn_like(z0)
+    zeros = torch.zeros_like(z0)
+    t_theta = t[:, None].expand(bsz, n)
+
+    if cfg.mans:
+        with torch.no_grad():
+            probe = denoise(q_sample(z0, t_theta, schedule, eps), zeros, t_theta)
+            logits = (
+                logits_fn(probe)
+                if cfg.mans_measure == "likelihood" and logits_fn is not None
+                else None
+            )
+            d = token_confidence(probe, z0, cfg.mans_measure, logits, target)
+            r = confidence_rank(d, mask, cfg.mans_normalization)
+            t_theta = model_aware_time(t, r, cfg.mans_strength, cfg.t_min).to(z0.dtype)
+
+    z_t = q_sample(z0, t_theta, schedule, eps)
+
+    z_sc, t_sc = zeros, None
+    if cfg.self_condition_prob > 0 and torch.rand(()).item() < cfg.self_condition_prob:
+        with torch.no_grad():
+            if cfg.scp:
+                t_sc = perturbed_time(t_theta, cfg.scp_delta_max, cfg.scp_mode)
+                eps_sc = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
+                z_sc_input = q_sample(z0, t_sc, schedule, eps_sc)
+            else:
+                t_sc, z_sc_input = t_theta, z_t
+            z_sc = denoise(z_sc_input, zeros, t_sc).detach()
+
+    z0_hat = denoise(z_t, z_sc, t_theta)
+    return TrainingPassOutput(z0_hat, t, t_theta, t_sc)

@@ -1,0 +1,78 @@
+"""The denoising decoder f(z_t, z_sc, t) -> z0_hat.
+
+A non-causal transformer decoder with cross-attention to the encoder. Its input at each
+position is a projection of [z_t ; z_sc] (z_sc: the self-conditioning estimate, zeros when
+absent) plus a positional embedding and a *per-token* time embedding, since MANS gives every
+token its own noise level.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from fairseq.models import FairseqDecoder
+from fairseq.models.transformer import TransformerConfig
+from fairseq.modules import LayerNorm, PositionalEmbedding
+from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t * 1000 (the usual discrete-step scale), any shape -> (..., dim)."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half
+    )
+    args = (t.float() * 1000.0)[..., None] * freqs
+    feats = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        feats = F.pad(feats, (0, 1))
+    return feats
+
+
+class DiffusionDenoiser(FairseqDecoder):
+    def __init__(self, args, dictionary, latent_dim: int):
+        super().__init__(dictionary)
+        cfg = TransformerConfig.from_namespace(args)
+        dim = cfg.decoder.embed_dim
+        self.latent_dim = latent_dim
+        self.padding_idx = dictionary.pad()
+        self.max_target_positions = cfg.max_target_positions
+        self.input_proj = nn.Linear(2 * latent_dim, dim)
+        self.time_mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.embed_positions = PositionalEmbedding(
+            cfg.max_target_positions, dim, self.padding_idx, learned=cfg.decoder.learned_pos
+        )
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.layers = nn.ModuleList(
+            [TransformerDecoderLayerBase(cfg) for _ in range(cfg.decoder.layers)]
+        )
+        self.layer_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
+        self.output_proj = nn.Linear(dim, latent_dim)
+
+    def forward(self, z_t, z_sc, t, mask, encoder_out):
+        """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d)."""
+        # PositionalEmbedding numbers positions from the non-pad entries of a token tensor.
+        pseudo_tokens = torch.where(
+            mask, torch.full_like(mask, self.padding_idx + 1, dtype=torch.long),
+            torch.full_like(mask, self.padding_idx, dtype=torch.long),
+        )
+        x = self.input_proj(torch.cat([z_t, z_sc], dim=-1))
+        x = x + self.embed_positions(pseudo_tokens)
+        x = x + self.time_mlp(timestep_features(t, x.size(-1)).to(x.dtype))
+        x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
+
+        enc = encoder_out["encoder_out"][0]
+        enc_pad = encoder_out["encoder_padding_mask"]
+        enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
+        self_pad = ~mask
+        for layer in self.layers:
+            x, _, _ = layer(
+                x, enc, enc_pad, self_attn_mask=None, self_attn_padding_mask=self_pad
+            )
+        if self.layer_norm is not None:
+            x = self.layer_norm(x)
+        return self.output_proj(x.transpose(0, 1))
+
+    def max_positions(self):
+        return self.max_target_positions

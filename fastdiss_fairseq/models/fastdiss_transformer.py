@@ -1,0 +1,205 @@
+"""fairseq model `fastdiss_transformer`: encoder, denoising decoder, tied rounding, length head.
+
+The model owns what inference also needs (the noise schedule, the latent space, the length
+head). How training noise is drawn (self-conditioning, SCP, MANS) is the criterion's
+choice and reaches `forward` as a `TrainingNoiseConfig`.
+"""
+
+import math
+
+import torch
+import torch.nn as nn
+from fairseq import utils
+from fairseq.models import register_model, register_model_architecture
+from fairseq.models.transformer import TransformerModel, base_architecture
+
+from ..diffusion import (
+    TrainingNoiseConfig,
+    build_schedule,
+    diffusion_training_pass,
+    normalize_embeddings,
+    SCHEDULES,
+)
+from .denoiser import DiffusionDenoiser
+
+
+@register_model("fastdiss_transformer")
+class FastDiSSTransformerModel(TransformerModel):
+    @staticmethod
+    def add_args(parser):
+        TransformerModel.add_args(parser)
+        parser.add_argument("--noise-schedule", choices=sorted(SCHEDULES),
+                            help="alpha_bar(t) schedule of the diffusion (default: sqrt)")
+        parser.add_argument("--noise-scale", type=float,
+                            help="noise scale factor F: z_t = alpha z_0 + F sigma eps (default: 1.0)")
+        parser.add_argument("--length-classes", type=int,
+                            help="number of classes of the length head (default: 256)")
+        parser.add_argument("--pred-length-offset", action="store_true",
+                            help="predict the target length as an offset from the source length")
+
+    def __init__(self, args, encoder, decoder):
+        super().__init__(args, encoder, decoder)
+        self.schedule = build_schedule(args.noise_schedule, args.noise_scale)
+        self.length_classes = args.length_classes
+        self.pred_length_offset = args.pred_length_offset
+        self.length_head = nn.Linear(args.encoder_embed_dim, args.length_classes)
+        self.padding_idx = decoder.dictionary.pad()
+        self.latent_dim = args.decoder_embed_dim
+        # Special symbols are never content: the sampler must not emit them.
+        d = decoder.dictionary
+        self.register_buffer(
+            "special_symbol_mask",
+            torch.tensor([i in (d.pad(), d.bos(), d.eos()) for i in range(len(d))]),
+            persistent=False,
+        )
+
+    @classmethod
+    def build_model(cls, args, task):
+        fastdiss_base_architecture(args)
+        if task.source_dictionary != task.target_dictionary:
+            raise ValueError(
+                "fastdiss_transformer ties source, target and output embeddings: binarize the "
+                "data with fairseq-preprocess --joined-dictionary"
+            )
+        return super().build_model(args, task)
+
+    @classmethod
+    def build_decoder(cls, args, tgt_dict, embed_tokens):
+        decoder = DiffusionDenoiser(args, tgt_dict, latent_dim=args.decoder_embed_dim)
+        decoder.embed_tokens = embed_tokens  # shared table: z_0 = E[y], logits = z0_hat E^T
+        return decoder
+
+    # ---- pieces used by training and by the generator -------------------------------------
+
+    def latent_table(self) -> torch.Tensor:
+        """E, the normalized embedding table (V, d) that defines the diffusion space."""
+        return normalize_embeddings(self.decoder.embed_tokens.weight)
+
+    def embed_target(self, tokens: torch.Tensor) -> torch.Tensor:
+        return nn.functional.embedding(tokens, self.latent_table())
+
+    def rounding_logits(self, z0_hat: torch.Tensor) -> torch.Tensor:
+        # logits = z0_hat E^T / sqrt(d): both have norm about sqrt(d), so the 1/sqrt(d)
+        # temperature keeps the logits in +-sqrt(d) instead of +-d.
+        return z0_hat @ self.latent_table().t() / math.sqrt(self.latent_dim)
+
+    def denoise(self, z_t, z_sc, t, mask, encoder_out):
+        return self.decoder(z_t, z_sc, t, mask, encoder_out)
+
+    def length_logits(self, encoder_out) -> torch.Tensor:
+        enc = encoder_out["encoder_out"][0].transpose(0, 1)  # B x T x C
+        pad = encoder_out["encoder_padding_mask"]
+        if len(pad) > 0:
+            keep = (~pad[0]).unsqueeze(-1).type_as(enc)
+            pooled = (enc * keep).sum(1) / keep.sum(1).clamp_min(1.0)
+        else:
+            pooled = enc.mean(1)
+        return self.length_head(pooled)
+
+    def length_to_class(self, tgt_lengths, src_lengths):
+        if self.pred_length_offset:
+            value = tgt_lengths - src_lengths + self.length_classes // 2
+        else:
+            value = tgt_lengths
+        return value.clamp(0, self.length_classes - 1)
+
+    def class_to_length(self, classes, src_lengths):
+        if self.pred_length_offset:
+            lengths = classes - self.length_classes // 2 + src_lengths
+        else:
+            lengths = classes
+        return lengths.clamp(1, self.decoder.max_positions())
+
+    # ---- training forward -----------------------------------------------------------------
+
+    def forward(self, src_tokens, src_lengths, prev_output_tokens=None, tgt_tokens=None,
+                noise_cfg: TrainingNoiseConfig = None, **kwargs):
+        """tgt_tokens: (B, n) content tokens, right-padded, without EOS."""
+        noise_cfg = noise_cfg or TrainingNoiseConfig()
+        encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
+        mask = tgt_tokens.ne(self.padding_idx)
+        z0 = self.embed_target(tgt_tokens)
+
+        def denoise(z_t, z_sc, t):
+            return self.denoise(z_t, z_sc, t, mask, encoder_out)
+
+        out = diffusion_training_pass(
+            denoise, z0, mask, self.schedule, noise_cfg,
+            logits_fn=self.rounding_logits, target=tgt_tokens,
+        )
+        tgt_lengths = mask.sum(-1)
+        return {
+            "z0_hat": out.z0_hat,
+            "z0": z0,
+            "mask": mask,
+            # rounding logits only at real tokens: a (B, n, V) tensor and its masked copy
+            # would cost more than the denoiser's own matmuls at small model sizes
+            "logits": self.rounding_logits(out.z0_hat[mask]),
+            "target": tgt_tokens,
+            "length_logits": self.length_logits(encoder_out),
+            "length_target": self.length_to_class(tgt_lengths, src_lengths),
+            "t": out.t,
+            "t_theta": out.t_theta,
+            "t_sc": out.t_sc,
+        }
+
+
+def fastdiss_base_architecture(args):
+    args.noise_schedule = getattr(args, "noise_schedule", None) or "sqrt"
+    args.noise_scale = getattr(args, "noise_scale", None) or 1.0
+    args.length_classes = getattr(args, "length_classes", None) or 256
+    args.pred_length_offset = getattr(args, "pred_length_offset", False)
+    # z_0 = E[y] and logits = z0_hat E^T need one table for source, target and output.
+    args.share_all_embeddings = True
+    base_architecture(args)
+
+
+@register_model_architecture("fastdiss_transformer", "fastdiss_base")
+def fastdiss_base(args):
+    fastdiss_base_architecture(args)
+
+
+@register_model_architecture("fastdiss_transformer", "fastdiss_wmt_en_de")
+def fastdiss_wmt_en_de(args):
+    fastdiss_base_architecture(args)
+
+
+@register_model_architecture("fastdiss_transformer", "fastdiss_iwslt_de_en")
+def fastdiss_iwslt_de_en(args):
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
+    args.encoder_layers = getattr(args, "encoder_layers", 6)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 512)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 1024)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
+    args.decoder_layers = getattr(args, "decoder_layers", 6)
+    fastdiss_base_architecture(args)
+
+
+@register_model_architecture("fastdiss_transformer", "fastdiss_small")
+def fastdiss_small(args):
+    """CPU-sized model of the bundled example and the benchmarks on ../shared/data."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 512)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
+    args.encoder_layers = getattr(args, "encoder_layers", 3)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 256)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 512)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
+    args.decoder_layers = getattr(args, "decoder_layers", 3)
+    fastdiss_base_architecture(args)
+
+
+@register_model_architecture("fastdiss_transformer", "fastdiss_tiny")
+def fastdiss_tiny(args):
+    """For tests: runs a training update in milliseconds."""
+    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 32)
+    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 64)
+    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 2)
+    args.encoder_layers = getattr(args, "encoder_layers", 1)
+    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 32)
+    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 64)
+    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
+    args.decoder_layers = getattr(args, "decoder_layers", 1)
+    fastdiss_base_architecture(args)

@@ -1,0 +1,105 @@
+"""Scores for generated text, as the paper and DINOISER report them.
+
+- detokenized SacreBLEU of the D-lines of fairseq-generate against the *raw* references;
+- tokenized BLEU (fairseq's own number) of the H-lines against the T-lines;
+- ROUGE-1/2/L F1 (rouge-score, with stemming) for summarization.
+
+Command line (installed as `fastdiss-score`):
+    fastdiss-score GENERATE_OUTPUT --refs data-bin/x/refs/test.en [--rouge] [--json out.json]
+"""
+
+import argparse
+import json
+import re
+import sys
+from typing import Dict, List
+
+_LINE = re.compile(r"^([STHDP])-(\d+)\t(.*)$")
+
+
+def parse_generate_output(text: str) -> Dict[str, Dict[int, str]]:
+    """{'S','T','H','D': {sentence id: text}} from fairseq-generate's stdout (first hypothesis)."""
+    found: Dict[str, Dict[int, str]] = {k: {} for k in "STHD"}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if not m or m.group(1) == "P":
+            continue
+        kind, idx, rest = m.group(1), int(m.group(2)), m.group(3)
+        if kind in "HD":  # "score<TAB>text"; an empty hypothesis has no text field
+            rest = rest.split("\t", 1)[1] if "\t" in rest else ""
+        found[kind].setdefault(idx, rest)
+    return found
+
+
+def ordered(by_id: Dict[int, str], n: int, what: str) -> List[str]:
+    missing = [i for i in range(n) if i not in by_id]
+    if missing:
+        raise ValueError(f"{len(missing)} of {n} sentences have no {what} line (first: id {missing[0]})")
+    return [by_id[i] for i in range(n)]
+
+
+def sacrebleu_detok(hyps: List[str], refs: List[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hyps, [refs]).score
+
+
+def bleu_tokenized(hyps: List[str], refs: List[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score
+
+
+def rouge(hyps: List[str], refs: List[str]) -> Dict[str, float]:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
+    totals = {"rouge1": 0.0, "rouge2": 0.0, "rougeL": 0.0}
+    for h, r in zip(hyps, refs):
+        for k, s in scorer.score(r, h).items():
+            totals[k] += s.fmeasure
+    return {k: 100.0 * v / max(len(hyps), 1) for k, v in totals.items()}
+
+
+def read_refs(path: str) -> List[str]:
+    with open(path, encoding="utf-8") as f:
+        return [line.rstrip("\n") for line in f]
+
+
+def score_generate_output(text: str, refs: List[str], with_rouge: bool = False) -> Dict[str, float]:
+    parsed = parse_generate_output(text)
+    n = len(refs)
+    if not parsed["D"]:
+        raise ValueError("no D- lines in the generate output: was fairseq-generate run on this data?")
+    if len(parsed["D"]) != n:
+        raise ValueError(f"generate output has {len(parsed['D'])} hypotheses but the references have {n} lines")
+    detok = ordered(parsed["D"], n, "D")
+    result = {"sacrebleu": sacrebleu_detok(detok, refs), "sentences": n}
+    if parsed["T"]:
+        result["bleu_tokenized"] = bleu_tokenized(ordered(parsed["H"], n, "H"), ordered(parsed["T"], n, "T"))
+    if with_rouge:
+        result.update(rouge(detok, refs))
+    return result
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description="Score fairseq-generate output (FastDiSS conventions).")
+    p.add_argument("generate_output", help="file with the stdout of fairseq-generate ('-' = stdin)")
+    p.add_argument("--refs", required=True, help="raw (untokenized) reference file, one line per sentence")
+    p.add_argument("--rouge", action="store_true", help="also report ROUGE-1/2/L F1")
+    p.add_argument("--json", help="write the scores to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        text = sys.stdin.read() if args.generate_output == "-" else open(args.generate_output, encoding="utf-8").read()
+        scores = score_generate_output(text, read_refs(args.refs), args.rouge)
+    except (OSError, ValueError) as e:
+        sys.exit(f"fastdiss-score: error: {e}")
+    for k, v in scores.items():
+        print(f"{k}\t{v:.2f}" if isinstance(v, float) else f"{k}\t{v}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(scores, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

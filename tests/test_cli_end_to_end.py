@@ -1,0 +1,106 @@
+"""End-to-end: the stock fairseq CLIs with --user-dir fastdiss_fairseq on tiny real data."""
+
+import re
+
+import pytest
+import torch
+
+from conftest import SIZES, TINY_TRAIN_ARGS, USER_DIR, run_cli
+
+GEN_ARGS = ["--user-dir", USER_DIR, "--task", "fastdiss_translation", "--cpu",
+            "--max-tokens", "2000", "--remove-bpe", "--seed", "7"]
+
+
+def hypotheses(stdout: str):
+    return dict(re.findall(r"^H-(\d+)\t\S+\t?(.*)$", stdout, flags=re.M))
+
+
+def test_train_logs_each_loss_term_and_saves(tiny_model):
+    ckpt, log = tiny_model
+    assert ckpt.exists()
+    line = [l for l in log.splitlines() if "| train |" in l][-1]
+    for term in ("diffusion_loss", "rounding_loss", "length_loss", "mans_t_increase"):
+        assert re.search(rf"{term} [-\d.]+", line), f"{term} missing from: {line}"
+    assert float(re.search(r"mans_t_increase ([-\d.]+)", line).group(1)) > 0
+    assert "num_updates 30" in line
+
+
+@pytest.mark.parametrize("steps", [1, 5])
+def test_generate_prints_hypotheses_and_bleu(tiny_data, tiny_model, steps):
+    ckpt, _ = tiny_model
+    out = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--decoding-steps", steps,
+                  "--length-beam", "2").stdout
+    hyps = hypotheses(out)
+    assert len(hyps) == SIZES["test"]
+    assert all(h.strip() for h in hyps.values()), "every hypothesis has tokens"
+    bleu = re.search(r"Generate test with beam=\d+: BLEU4 = ([\d.]+)", out)
+    assert bleu is not None and 0.0 <= float(bleu.group(1)) <= 100.0
+
+
+def test_generate_is_deterministic_for_a_seed(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    args = [tiny_data, *GEN_ARGS, "--path", ckpt, "--decoding-steps", "3", "--noise-samples", "2"]
+    first = run_cli("generate", *args).stdout
+    assert hypotheses(first) == hypotheses(run_cli("generate", *args).stdout)
+    # and batching does not change a sentence's output
+    assert hypotheses(first) == hypotheses(run_cli(
+        "generate", *args, "--batch-size", "3", "--required-batch-size-multiple", "1").stdout)
+
+
+def test_interactive_translates_raw_stdin(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    out = run_cli(
+        "interactive", tiny_data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
+        "--path", ckpt, "--cpu", "--source-lang", "de", "--target-lang", "en",
+        "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", tiny_data / "bpecodes",
+        "--decoding-steps", "5", "--buffer-size", "2",
+        stdin="Öffnen Sie die Datei.\nKlicken Sie auf OK.\nHallo Welt\n",
+    ).stdout
+    assert len(re.findall(r"^H-\d+\t", out, flags=re.M)) == 3
+    assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 3
+
+
+def test_checkpoint_reloads_as_a_fastdiss_model(tiny_data, tiny_model):
+    from fairseq import checkpoint_utils
+
+    import fastdiss_fairseq  # noqa: F401
+    from fastdiss_fairseq.models.fastdiss_transformer import FastDiSSTransformerModel
+
+    ckpt, _ = tiny_model
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data)}
+    )
+    assert isinstance(models[0], FastDiSSTransformerModel)
+    assert cfg.criterion._name == "fastdiss_loss" and cfg.criterion.scp and cfg.criterion.mans
+    state = torch.load(ckpt, map_location="cpu")  # torch's default weights_only load
+    assert state["optimizer_history"][-1]["num_updates"] == 30
+
+
+def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
+    from fairseq import checkpoint_utils
+
+    ckpt, _ = tiny_model
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 4, "length_beam": 3}
+    )
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=8).next_epoch_itr(shuffle=False))
+    gen = task.build_generator(models, None)
+    hypos = gen.generate(models, batch)
+    assert gen.denoiser_calls == 4
+    assert len(hypos) == batch["nsentences"] and all(len(h) == 3 for h in hypos)
+    scores = [h["score"] for h in hypos[0]]
+    assert scores == sorted(scores, reverse=True), "candidates are ranked best first"
+
+
+def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):
+    common = [tiny_data, *TINY_TRAIN_ARGS, "--save-dir", tmp_path,
+              "--eval-bleu", "--eval-bleu-remove-bpe", "--eval-bleu-detok", "space"]
+    first = run_cli("train", *common, "--max-update", "12", "--validate-interval-updates", "12")
+    valid = [l for l in (first.stdout + first.stderr).splitlines() if "| valid |" in l]
+    assert valid and re.search(r"\| bleu [\d.]+", valid[-1]), valid
+    # resuming continues the update counter from the last checkpoint
+    second = run_cli("train", *common, "--max-update", "15")
+    log = second.stdout + second.stderr
+    assert re.search(r"Loaded checkpoint .*\(epoch \d+ @ 12 updates\)", log), log[-2000:]
+    assert "num_updates 15" in log

@@ -1,0 +1,283 @@
+"""Unit tests of the diffusion math (fastdiss_fairseq.diffusion): no fairseq involved."""
+
+import math
+
+import pytest
+import torch
+
+from fastdiss_fairseq.diffusion import (
+    SCHEDULES,
+    SamplerConfig,
+    TrainingNoiseConfig,
+    build_schedule,
+    confidence_rank,
+    diffusion_training_pass,
+    model_aware_time,
+    normalize_embeddings,
+    perturbed_time,
+    q_sample,
+    sample,
+    sample_time,
+    step_times,
+    token_confidence,
+)
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+# ---- schedules ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_schedule_ranges_and_monotonicity(name):
+    s = build_schedule(name)
+    t = torch.linspace(0, 1, 1001)
+    a, sig = s.alpha(t), s.sigma(t)
+    assert torch.all((a > 0) & (a <= 1)) and torch.all((sig >= 0) & (sig < 1))
+    assert torch.all(a[1:] <= a[:-1] + 1e-7), "alpha must not increase with t"
+    assert torch.all(sig[1:] >= sig[:-1] - 1e-7), "sigma must not decrease with t"
+    assert torch.allclose(a**2 + sig**2, torch.ones_like(t), atol=1e-5)
+    assert a[0] > 0.95 and a[-1] < 0.05, "t=0 is nearly clean, t=1 nearly pure noise"
+
+
+def test_noise_scale_multiplies_sigma_only():
+    s1, s4 = build_schedule("sqrt", 1.0), build_schedule("sqrt", 4.0)
+    t = torch.rand(50)
+    assert torch.allclose(s4.sigma(t), 4 * s1.sigma(t))
+    assert torch.allclose(s4.alpha(t), s1.alpha(t))
+
+
+def test_bad_schedule_is_rejected():
+    with pytest.raises(ValueError, match="unknown noise schedule"):
+        build_schedule("quadratic")
+    with pytest.raises(ValueError, match="noise scale"):
+        build_schedule("sqrt", 0.0)
+
+
+# ---- q-sampling -------------------------------------------------------------------------------
+
+def test_normalized_embeddings_have_norm_sqrt_d():
+    e = normalize_embeddings(torch.randn(100, 64) * 5)
+    assert torch.allclose(e.norm(dim=-1), torch.full((100,), 8.0), atol=1e-4)
+
+
+def test_sample_time_range():
+    t = sample_time((10000,), t_min=0.2)
+    assert t.min() >= 0.2 and t.max() <= 1.0
+    assert abs(t.mean().item() - 0.6) < 0.01
+
+
+def test_q_sample_statistics():
+    s = build_schedule("cosine", 2.0)
+    z0 = torch.ones(4000, 1, 16) * 0.5
+    t = torch.full((4000,), 0.3)
+    zt = q_sample(z0, t, s, torch.randn_like(z0))
+    a, sig = s.alpha(torch.tensor(0.3)), s.sigma(torch.tensor(0.3))
+    assert abs(zt.mean().item() - 0.5 * a.item()) < 0.02
+    assert abs(zt.std().item() - sig.item()) < 0.02
+
+
+def test_q_sample_per_token_times():
+    s = build_schedule("sqrt")
+    z0 = torch.randn(2, 3, 8)
+    eps = torch.randn_like(z0)
+    t = torch.tensor([[0.0, 0.5, 1.0], [0.2, 0.2, 0.2]])
+    zt = q_sample(z0, t, s, eps)
+    for b in range(2):
+        for i in range(3):
+            expect = s.alpha(t[b, i]) * z0[b, i] + s.sigma(t[b, i]) * eps[b, i]
+            assert torch.allclose(zt[b, i], expect, atol=1e-6)
+    # a per-sentence t is the same as that t for every token
+    assert torch.allclose(q_sample(z0[1:], t[1:, 0], s, eps[1:]), zt[1:])
+
+
+# ---- SCP ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["uniform", "fixed"])
+def test_scp_always_conditions_above_the_trained_level(mode):
+    t = torch.rand(64, 7)
+    tp = perturbed_time(t, 0.3, mode)
+    assert tp.shape == t.shape
+    assert torch.all(tp >= t) and torch.all(tp <= 1.0)
+    assert torch.all(tp - t <= 0.3 + 1e-6)
+    # one delta per sentence, shared by its tokens (unless clipped at 1)
+    gap = (tp - t)[t < 0.7].view(-1)
+    assert gap.numel() > 0
+    if mode == "fixed":
+        assert torch.allclose(gap, torch.full_like(gap, 0.3), atol=1e-6)
+    else:
+        assert (tp - t).std() > 0
+
+
+def test_scp_rejects_out_of_range_gap():
+    with pytest.raises(ValueError, match="delta_max"):
+        perturbed_time(torch.rand(3), 1.5)
+
+
+# ---- MANS --------------------------------------------------------------------------------------
+
+def test_mans_gives_more_noise_to_more_confident_tokens():
+    z0 = torch.zeros(1, 4, 8)
+    # token i is predicted with error i: token 0 most confident, token 3 least
+    z0_hat = torch.arange(4.0).view(1, 4, 1).expand(1, 4, 8)
+    mask = torch.ones(1, 4, dtype=torch.bool)
+    for norm in ("rank", "minmax"):
+        r = confidence_rank(token_confidence(z0_hat, z0), mask, norm)
+        assert torch.allclose(r[0, [0, 3]], torch.tensor([1.0, 0.0]))
+        ti = model_aware_time(torch.tensor([0.4]), r, strength=0.5, t_min=0.0)
+        assert torch.all(ti[0, :-1] >= ti[0, 1:]), "more confident -> more noise"
+        assert torch.all(ti >= 0.4) and torch.all(ti <= 1.0)
+        assert torch.isclose(ti[0, 0], torch.tensor(0.4 + 0.5 * 0.6))
+
+
+def test_mans_likelihood_measure_and_padding():
+    logits = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]]])
+    target = torch.tensor([[0, 0, 0]])
+    d = token_confidence(None, None, "likelihood", logits, target)
+    assert d[0, 0] < d[0, 1]
+    mask = torch.tensor([[True, True, False]])
+    r = confidence_rank(d, mask)
+    assert r[0, 2] == 0.0 and r[0, 0] == 1.0 and r[0, 1] == 0.0
+
+
+def test_mans_single_token_sentence_is_neutral():
+    r = confidence_rank(torch.tensor([[3.0, 0.0]]), torch.tensor([[True, False]]))
+    assert r[0, 0] == 0.5
+
+
+def test_mans_off_and_zero_strength_are_identity():
+    t = torch.rand(5)
+    r = torch.rand(5, 6)
+    assert torch.allclose(model_aware_time(t, r, 0.0, 0.0), t[:, None].expand(5, 6))
+
+
+# ---- one training pass -------------------------------------------------------------------------
+
+class RecordingDenoiser:
+    """Records the (t, z_sc) of every call; returns a fixed function of its input."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, z_t, z_sc, t):
+        self.calls.append((t.clone(), z_sc.clone(), torch.is_grad_enabled()))
+        return z_t * 0.5 + z_sc * 0.1
+
+
+def _pass(cfg, seed=0):
+    torch.manual_seed(seed)
+    z0 = normalize_embeddings(torch.randn(6, 5, 8))
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    rec = RecordingDenoiser()
+    out = diffusion_training_pass(rec, z0, mask, build_schedule("sqrt"), cfg)
+    return out, rec
+
+
+def test_self_conditioning_off_runs_one_pass_with_zero_estimate():
+    out, rec = _pass(TrainingNoiseConfig(self_condition_prob=0.0))
+    assert len(rec.calls) == 1
+    t, z_sc, grad = rec.calls[0]
+    assert torch.all(z_sc == 0) and grad
+    assert out.t_sc is None and out.z0_hat.shape == (6, 5, 8)
+
+
+def test_self_conditioning_on_runs_a_no_grad_pass_first():
+    out, rec = _pass(TrainingNoiseConfig(self_condition_prob=1.0))
+    assert len(rec.calls) == 2
+    (t1, sc1, grad1), (t2, sc2, grad2) = rec.calls
+    assert not grad1 and grad2
+    assert torch.all(sc1 == 0) and sc2.abs().sum() > 0
+    assert torch.allclose(t1, t2), "baseline: the estimate is made at the trained level"
+
+
+def test_scp_estimate_is_made_above_the_trained_level():
+    for seed in range(5):
+        out, rec = _pass(TrainingNoiseConfig(self_condition_prob=1.0, scp=True, scp_delta_max=0.4), seed)
+        (t_sc, _, _), (t_train, _, _) = rec.calls
+        assert torch.all(t_sc >= t_train) and torch.any(t_sc > t_train)
+        assert torch.allclose(out.t_sc, t_sc)
+
+
+def test_mans_pass_raises_per_token_times_and_scp_stays_above():
+    out, rec = _pass(TrainingNoiseConfig(self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8))
+    assert len(rec.calls) == 3  # MANS probe, SC estimate, trained pass
+    probe_t = rec.calls[0][0]
+    assert torch.allclose(probe_t, out.t[:, None].expand_as(probe_t))
+    assert out.t_theta.shape == (6, 5)
+    assert torch.all(out.t_theta >= out.t[:, None] - 1e-6)
+    assert (out.t_theta - out.t[:, None]).abs().sum() > 0
+    assert torch.all(rec.calls[1][0] >= rec.calls[2][0])
+
+
+def test_mans_off_leaves_times_per_sentence():
+    out, _ = _pass(TrainingNoiseConfig(mans=False))
+    assert torch.allclose(out.t_theta, out.t[:, None].expand(6, 5))
+
+
+# ---- the K-step sampler -------------------------------------------------------------------------
+
+def test_step_times():
+    assert torch.allclose(step_times(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 50])
+def test_sampler_runs_the_denoiser_exactly_k_times(steps):
+    rec = RecordingDenoiser()
+    table = torch.randn(11, 8)
+    out = sample(rec, lambda z: z @ table.t(), torch.randn(3, 4, 8), build_schedule("sqrt"), SamplerConfig(steps=steps))
+    assert out.denoiser_calls == steps == len(rec.calls)
+    assert out.logits.shape == (3, 4, 11)
+    # time goes 1 -> 1/K; self-conditioning is the previous step's estimate (zeros first)
+    assert torch.allclose(rec.calls[0][0], torch.ones(3, 4))
+    assert torch.all(rec.calls[0][1] == 0)
+    if steps > 1:
+        assert rec.calls[1][1].abs().sum() > 0
+        assert torch.isclose(rec.calls[-1][0][0, 0], torch.tensor(1.0 / steps))
+
+
+def test_sampler_recompute_runs_2k_passes():
+    rec = RecordingDenoiser()
+    out = sample(rec, lambda z: z, torch.randn(2, 3, 4), build_schedule("sqrt"),
+                 SamplerConfig(steps=3, self_conditioning="recompute"))
+    assert out.denoiser_calls == 6
+
+
+def test_sampler_is_deterministic_and_rejects_bad_steps():
+    table = torch.randn(7, 8)
+
+    def run():
+        torch.manual_seed(3)
+        z = torch.randn(2, 5, 8)
+        return sample(lambda a, b, t: torch.tanh(a + b), lambda z: z @ table.t(), z,
+                      build_schedule("cosine"), SamplerConfig(steps=5, clamping=True),
+                      clamp_fn=lambda lg: table[lg.argmax(-1)]).logits
+
+    assert torch.equal(run(), run())
+    with pytest.raises(ValueError, match="decoding steps"):
+        SamplerConfig(steps=0).validate()
+
+
+def test_one_step_sampler_is_the_direct_prediction():
+    den = lambda z, sc, t: z * 0 + 1.0
+    out = sample(den, lambda z: z, torch.randn(1, 2, 3), build_schedule("sqrt"), SamplerConfig(steps=1))
+    assert torch.allclose(out.z0_hat, torch.ones(1, 2, 3))
+
+
+def test_ddim_recovers_z0_from_a_perfect_denoiser():
+    """With f(z_t) = z_0 exactly, every DDIM step stays on the forward trajectory."""
+    s = build_schedule("sqrt")
+    z0 = torch.randn(2, 3, 4)
+    eps = torch.randn_like(z0)
+    z1 = q_sample(z0, torch.ones(2), s, eps)
+    seen = []
+
+    def den(z_t, z_sc, t):
+        seen.append((z_t, t[0, 0].item()))
+        return z0
+
+    sample(den, lambda z: z, z1, s, SamplerConfig(steps=4))
+    for z_t, tk in seen:
+        assert torch.allclose(z_t, q_sample(z0, torch.full((2,), tk), s, eps), atol=1e-5)
