@@ -1,11 +1,13 @@
 """Scores for generated text, as the paper and DINOISER report them.
 
-- detokenized SacreBLEU of the D-lines of fairseq-generate against the *raw* references;
+- detokenized SacreBLEU of the D-lines of fairseq-generate against the *raw* references
+  (decode without --tokenizer and pass detok_lang / --detok-lang: with --tokenizer, fairseq
+  detokenizes the T-lines too, and tokenized BLEU would compare unlike texts);
 - tokenized BLEU (fairseq's own number) of the H-lines against the T-lines;
 - ROUGE-1/2/L F1 (rouge-score, with stemming) for summarization.
 
 Command line (installed as `fastdiss-score`):
-    fastdiss-score GENERATE_OUTPUT --refs data-bin/x/refs/test.en [--rouge] [--json out.json]
+    fastdiss-score GENERATE_OUTPUT --refs data-bin/x/refs/test.en --detok-lang en [--rouge] [--json out.json]
 """
 
 import argparse
@@ -29,6 +31,22 @@ def parse_generate_output(text: str) -> Dict[str, Dict[int, str]]:
             rest = rest.split("\t", 1)[1] if "\t" in rest else ""
         found[kind].setdefault(idx, rest)
     return found
+
+
+def detokenize_d_lines(text: str, lang: str) -> str:
+    """fairseq-generate output with each D-line's text Moses-detokenized in language `lang`,
+    exactly as fairseq's moses tokenizer would (MosesDetokenizer(lang).detokenize(text.split()))."""
+    from sacremoses import MosesDetokenizer
+
+    detok = MosesDetokenizer(lang=lang)
+    lines = []
+    for line in text.splitlines():
+        if line.startswith("D-"):
+            parts = line.split("\t", 2)  # D-id, score, text (absent for an empty hypothesis)
+            if len(parts) == 3:
+                line = "\t".join(parts[:2] + [detok.detokenize(parts[2].split())])
+        lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def ordered(by_id: Dict[int, str], n: int, what: str) -> List[str]:
@@ -66,7 +84,10 @@ def read_refs(path: str) -> List[str]:
         return [line.rstrip("\n") for line in f]
 
 
-def score_generate_output(text: str, refs: List[str], with_rouge: bool = False) -> Dict[str, float]:
+def score_generate_output(text: str, refs: List[str], with_rouge: bool = False,
+                          detok_lang: str = None) -> Dict[str, float]:
+    if detok_lang:
+        text = detokenize_d_lines(text, detok_lang)
     parsed = parse_generate_output(text)
     n = len(refs)
     if not parsed["D"]:
@@ -86,12 +107,14 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description="Score fairseq-generate output (FastDiSS conventions).")
     p.add_argument("generate_output", help="file with the stdout of fairseq-generate ('-' = stdin)")
     p.add_argument("--refs", required=True, help="raw (untokenized) reference file, one line per sentence")
+    p.add_argument("--detok-lang", help="Moses-detokenize the D-lines in this language first "
+                   "(for output decoded without --tokenizer)")
     p.add_argument("--rouge", action="store_true", help="also report ROUGE-1/2/L F1")
     p.add_argument("--json", help="write the scores to this JSON file")
     args = p.parse_args(argv)
     try:
         text = sys.stdin.read() if args.generate_output == "-" else open(args.generate_output, encoding="utf-8").read()
-        scores = score_generate_output(text, read_refs(args.refs), args.rouge)
+        scores = score_generate_output(text, read_refs(args.refs), args.rouge, args.detok_lang)
     except (OSError, ValueError) as e:
         sys.exit(f"fastdiss-score: error: {e}")
     for k, v in scores.items():

@@ -14,7 +14,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(ROOT, "user_dir_examples", "data", "de-en")
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
-SIZES = {"train": 400, "valid": 24, "test": 16}
+SIZES = {"train": 400, "valid": 21, "test": 13}  # not multiples of 8: nothing may be dropped
 
 TINY_TRAIN_ARGS = [
     "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--arch", "fastdiss_tiny",
@@ -61,8 +61,10 @@ def tiny_data(tiny_raw, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_model(tiny_data, tmp_path_factory):
-    """A tiny FastDiSS (SCP + MANS) model trained for 30 updates; returns (checkpoint, log)."""
+    """A tiny FastDiSS (SCP + MANS) model trained for 30 updates; returns (checkpoint, log).
+
+    Its TensorBoard event files are in <checkpoint folder>/tensorboard."""
     save = tmp_path_factory.mktemp("ckpt")
     proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans", "--max-update", "30",
-                   "--save-dir", save)
+                   "--save-dir", save, "--tensorboard-logdir", save / "tensorboard")
     return save / "checkpoint_last.pt", proc.stdout + proc.stderr

@@ -281,3 +281,15 @@ def test_ddim_recovers_z0_from_a_perfect_denoiser():
     sample(den, lambda z: z, z1, s, SamplerConfig(steps=4))
     for z_t, tk in seen:
         assert torch.allclose(z_t, q_sample(z0, torch.full((2,), tk), s, eps), atol=1e-5)
+
+
+def test_uniform_copy_maps_target_positions_onto_real_source_tokens():
+    from fastdiss_fairseq.models.denoiser import uniform_copy
+
+    # two sentences, source length 4 (left-padded: 2 real tokens in row 0), C = 1
+    states = torch.tensor([[0.0, 0.0, 5.0, 6.0], [1.0, 2.0, 3.0, 4.0]]).t().unsqueeze(-1)  # T x B x C
+    pad = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    tgt_mask = torch.tensor([[True, True, True, True], [True, True, False, False]])
+    out = uniform_copy(states, pad, tgt_mask).squeeze(-1)
+    assert out[0].tolist() == [5.0, 5.0, 6.0, 6.0]
+    assert out[1, :2].tolist() == [1.0, 3.0]

@@ -48,10 +48,10 @@ for k in $STEPS; do
     t0=$(date +%s.%N)
     fairseq-generate "$DATA" --user-dir "$USER_DIR" --task fastdiss_translation \
         --path "$CKPT/checkpoint_last.pt" --gen-subset test --decoding-steps "$k" --length-beam 3 \
-        --max-tokens 8000 --remove-bpe --tokenizer moses --moses-source-lang de --moses-target-lang en \
+        --max-tokens 8000 --remove-bpe \
         --seed 1 --cpu > "$OUT/generate.$k.txt" 2> "$OUT/generate.$k.log"
     t1=$(date +%s.%N)
-    fastdiss-score "$OUT/generate.$k.txt" --refs "$DATA/refs/test.en" --json "$OUT/scores.$k.json" > /dev/null
+    fastdiss-score "$OUT/generate.$k.txt" --refs "$DATA/refs/test.en" --detok-lang en --json "$OUT/scores.$k.json" > /dev/null
     python - "$OUT/scores.$k.json" "$k" "$(python -c "print(round($t1 - $t0, 1))")" <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))

@@ -30,6 +30,27 @@ def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) ->
     return feats
 
 
+def uniform_copy(encoder_states, encoder_padding_mask, tgt_mask):
+    """Source states copied uniformly onto target positions (Gu et al., 2018), B x n x C.
+
+    Target position j of a sentence with n target and m source tokens reads source token
+    floor(j m / n). fairseq pads the source on the left or on the right, but always keeps the
+    real tokens contiguous, so they start at the first non-pad index.
+    """
+    states = encoder_states.transpose(0, 1)  # B x T x C
+    bsz, src_len, _ = states.shape
+    if encoder_padding_mask is None:
+        real = torch.ones(bsz, src_len, dtype=torch.bool, device=states.device)
+    else:
+        real = ~encoder_padding_mask
+    m = real.sum(-1, keepdim=True)
+    start = real.long().argmax(-1, keepdim=True)
+    n = tgt_mask.sum(-1, keepdim=True).clamp_min(1)
+    j = torch.arange(tgt_mask.size(1), device=states.device)[None, :]
+    index = (start + torch.div(j * m, n, rounding_mode="floor")).clamp(max=src_len - 1)
+    return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.size(-1)))
+
+
 class DiffusionDenoiser(FairseqDecoder):
     def __init__(self, args, dictionary, latent_dim: int):
         super().__init__(dictionary)
@@ -49,6 +70,12 @@ class DiffusionDenoiser(FairseqDecoder):
         )
         self.layer_norm = LayerNorm(dim) if cfg.decoder.normalize_before else None
         self.output_proj = nn.Linear(dim, latent_dim)
+        # Optional NAT-style input: z_t carries nothing at t = 1, so the first step must find
+        # the source through cross-attention alone; a uniform copy of the encoder states gives
+        # every position a source-aligned start and speeds up early training.
+        self.source_copy_proj = (
+            nn.Linear(cfg.encoder.embed_dim, dim) if getattr(args, "source_copy_input", False) else None
+        )
 
     def forward(self, z_t, z_sc, t, mask, encoder_out):
         """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d)."""
@@ -60,11 +87,13 @@ class DiffusionDenoiser(FairseqDecoder):
         x = self.input_proj(torch.cat([z_t, z_sc], dim=-1))
         x = x + self.embed_positions(pseudo_tokens)
         x = x + self.time_mlp(timestep_features(t, x.size(-1)).to(x.dtype))
-        x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
-
         enc = encoder_out["encoder_out"][0]
         enc_pad = encoder_out["encoder_padding_mask"]
         enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
+        if self.source_copy_proj is not None:
+            x = x + self.source_copy_proj(uniform_copy(enc, enc_pad, mask))
+        x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
+
         self_pad = ~mask
         for layer in self.layers:
             x, _, _ = layer(

@@ -6,12 +6,14 @@ choice and reaches `forward` as a `TrainingNoiseConfig`.
 """
 
 import math
+from argparse import Namespace
 
 import torch
 import torch.nn as nn
 from fairseq import utils
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
+from omegaconf import OmegaConf
 
 from ..diffusion import (
     TrainingNoiseConfig,
@@ -36,6 +38,9 @@ class FastDiSSTransformerModel(TransformerModel):
                             help="number of classes of the length head (default: 256)")
         parser.add_argument("--pred-length-offset", action="store_true",
                             help="predict the target length as an offset from the source length")
+        parser.add_argument("--source-copy-input", action="store_true",
+                            help="add a uniform copy of the encoder states to the denoiser input "
+                                 "(NAT-style; faster early training)")
 
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
@@ -55,6 +60,10 @@ class FastDiSSTransformerModel(TransformerModel):
 
     @classmethod
     def build_model(cls, args, task):
+        if not isinstance(args, Namespace):
+            # fairseq-hydra-train hands a DictConfig; fairseq's own conversion of it keeps only
+            # the transformer's fields, so the FastDiSS options would be lost.
+            args = Namespace(**OmegaConf.to_container(args, resolve=True))
         fastdiss_base_architecture(args)
         if task.source_dictionary != task.target_dictionary:
             raise ValueError(
@@ -62,6 +71,15 @@ class FastDiSSTransformerModel(TransformerModel):
                 "data with fairseq-preprocess --joined-dictionary"
             )
         return super().build_model(args, task)
+
+    @classmethod
+    def from_pretrained(cls, model_name_or_path, checkpoint_file="checkpoint_best.pt", data_name_or_path=".",
+                        bpe="subword_nmt", bpe_codes=None, tokenizer="moses", **kwargs):
+        """A hub object whose translate(sentences, decoding_steps=K) works on raw text (hub_interface.py)."""
+        from ..hub_interface import from_pretrained
+
+        return from_pretrained(model_name_or_path, checkpoint_file, data_name_or_path,
+                               bpe=bpe, bpe_codes=bpe_codes, tokenizer=tokenizer, **kwargs)
 
     @classmethod
     def build_decoder(cls, args, tgt_dict, embed_tokens):
@@ -149,6 +167,7 @@ def fastdiss_base_architecture(args):
     args.noise_scale = getattr(args, "noise_scale", None) or 1.0
     args.length_classes = getattr(args, "length_classes", None) or 256
     args.pred_length_offset = getattr(args, "pred_length_offset", False)
+    args.source_copy_input = getattr(args, "source_copy_input", False)
     # z_0 = E[y] and logits = z0_hat E^T need one table for source, target and output.
     args.share_all_embeddings = True
     base_architecture(args)

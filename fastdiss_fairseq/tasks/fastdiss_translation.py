@@ -5,14 +5,18 @@ generation options, so `fairseq-generate --task fastdiss_translation --decoding-
 and `--eval-bleu` during training both use the few-step diffusion generator.
 """
 
-from dataclasses import dataclass, field
+import os
+from dataclasses import dataclass, field, fields
 
+from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
+from .. import safeguards
 from ..diffusion.sampler import SELF_CONDITIONING_MODES
+from ..errors import FastDiSSError
 from ..generator import RANKINGS, FastDiSSGenerator, GeneratorConfig
 
 
@@ -47,6 +51,18 @@ class FastDiSSTranslationConfig(TranslationConfig):
 class FastDiSSTranslationTask(TranslationTask):
     cfg: FastDiSSTranslationConfig
 
+    @classmethod
+    def setup_task(cls, cfg, **kwargs):
+        safeguards.check_language_pair(cfg)
+        try:
+            task = super().setup_task(cfg, **kwargs)
+        except FileNotFoundError as e:
+            raise FastDiSSError(f"{e.filename or e}: not found; the data folder needs the "
+                                "dict.*.txt files written by fairseq-preprocess") from e
+        # Impossible generation options fail here, before any checkpoint or data is read.
+        task.generator_config().validate()
+        return task
+
     def generator_config(self, **overrides) -> GeneratorConfig:
         values = dict(
             decoding_steps=self.cfg.decoding_steps,
@@ -60,5 +76,59 @@ class FastDiSSTranslationTask(TranslationTask):
         values.update(overrides)
         return GeneratorConfig(**values)
 
+    def get_batch_iterator(self, dataset, max_tokens=None, max_sentences=None, max_positions=None,
+                           ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
+        # This fairseq build drops the last batch whenever its size is not a multiple of
+        # --required-batch-size-multiple (default 8): up to 7 sentences of a valid/test set
+        # would silently go unscored. Only the training split may lose its remainder.
+        if dataset is not self.datasets.get(self.cfg.train_subset):
+            required_batch_size_multiple = 1
+        return super().get_batch_iterator(
+            dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
+            required_batch_size_multiple, **kwargs,
+        )
+
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
-        return FastDiSSGenerator(self.target_dictionary, self.generator_config())
+        for model in models:
+            safeguards.check_fastdiss_model(model, getattr(model, "cfg", None))
+        # Generation options passed with the call (the hub's translate(..., decoding_steps=3),
+        # --eval-bleu-args '{"decoding_steps": 3}') override the task's own.
+        overrides = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig)
+                     if getattr(args, f.name, None) is not None}
+        return FastDiSSGenerator(self.target_dictionary, self.generator_config(**overrides))
+
+    # ---- bad input: one-line errors or documented safe behaviour (see safeguards.py) ---------
+
+    def build_model(self, cfg, from_checkpoint=False):
+        model = super().build_model(cfg, from_checkpoint)
+        safeguards.check_fastdiss_model(model, cfg)
+        safeguards.guard_dictionary_size(
+            model, self.source_dictionary, os.path.join(utils.split_paths(self.cfg.data)[0],
+                                                        f"dict.{self.cfg.source_lang}.txt"))
+        self.model_max_source_positions = model.encoder.max_positions()
+        return model
+
+    def build_criterion(self, cfg, from_checkpoint=False):
+        try:
+            return super().build_criterion(cfg, from_checkpoint)
+        except ValueError as e:  # the criterion's range checks (check_loss_config)
+            raise FastDiSSError(str(e)) from e
+
+    def load_dataset(self, split, epoch=1, combine=False, **kwargs):
+        paths = utils.split_paths(self.cfg.data)
+        data_path = paths[(epoch - 1) % len(paths)] if split == self.cfg.train_subset else paths[0]
+        safeguards.check_split(data_path, split)
+        try:
+            super().load_dataset(split, epoch, combine, **kwargs)
+        except FileNotFoundError as e:
+            raise safeguards.missing_split_error(data_path, split, self.cfg.source_lang, self.cfg.target_lang) from e
+
+    def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
+        limit = min(self.cfg.max_source_positions, getattr(self, "model_max_source_positions", float("inf")))
+        src_tokens, src_lengths = safeguards.truncate_sources(
+            src_tokens, src_lengths, int(limit), self.source_dictionary.eos())
+        return super().build_dataset_for_inference(src_tokens, src_lengths, constraints)
+
+    def inference_step(self, generator, models, sample, prefix_tokens=None, constraints=None):
+        hypos = super().inference_step(generator, models, sample, prefix_tokens, constraints)
+        return safeguards.empty_sources_get_empty_output(sample, hypos, self.target_dictionary.eos())
