@@ -87,6 +87,13 @@ def checkpoint_updates(path):
     return torch.load(path, map_location="cpu")["optimizer_history"][-1]["num_updates"]
 
 
+def training_seconds(log_path):
+    """fairseq-train's own "done training in X seconds" line of a finished run."""
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        found = re.findall(r"done training in ([\d.]+) seconds", f.read())
+    return float(found[-1]) if found else None
+
+
 def train(data, save_dir, extra, log_path):
     return fairseq("train", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
                    "--criterion", "fastdiss_loss", *MODEL_ARGS, *OPTIM_ARGS, "--max-tokens", "4096",
@@ -150,7 +157,8 @@ def main(argv=None):
     warm_updates = checkpoint_updates(warm_ckpt)
     log(f"warm start has {warm_updates} updates")
 
-    results = {"settings": {k: v for k, v in vars(args).items()}, "warm_updates": warm_updates, "runs": []}
+    results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
+               "train_seconds": {"warm": training_seconds(os.path.join(args.work, "warm.log"))}, "runs": []}
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
     ]
@@ -165,6 +173,8 @@ def main(argv=None):
                 "--max-update", str(warm_updates + args.variant_updates)],
                 os.path.join(args.work, f"{variant}.seed{seed}.log"))
             log(f"  trained in {time.time() - t0:.0f} s")
+        results["train_seconds"][f"{variant}.seed{seed}"] = training_seconds(
+            os.path.join(args.work, f"{variant}.seed{seed}.log"))
         steps = args.steps if seed == args.seeds[0] else [5]
         for k in steps:
             gen = os.path.join(args.work, f"{variant}.seed{seed}.gen{k}.txt")
@@ -205,8 +215,11 @@ def write_report(results, out, quick):
             lines.append(f"| {v} | " + " | ".join(f"{cell.get((v, x, 5), float('nan')):.2f}" for x in s["seeds"]) + " |")
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
+    import logging
+
     import matplotlib
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Speed and quality next to fairseq's own AR transformer and CMLM (mask-predict).
+
+On the ablation benchmark's data (recipes/ablation.py: ../shared/data/de-en, length-bounded
+training slice, full 2,000-sentence test set) and at the same model size and training time:
+
+  * trains fairseq's `transformer` (autoregressive) and `cmlm_transformer` (task
+    translation_lev) unless checkpoints exist; FastDiSS is the ablation's SCP+MANS model;
+  * runs the stock fairseq-generate for AR beam 5, AR greedy, CMLM 4 and 10 iterations
+    (length beam 5), FastDiSS at 1, 2, 5, 10, 20, 50 steps with length beam 5 and 1, all with
+    the same --batch-size and threads;
+  * per configuration: SacreBLEU (detokenized), sentences/s and target tokens/s of the
+    generator (fairseq's own timer; median of --repeats timed runs after a warm-up run) and of
+    the whole process, and peak resident memory;
+  * writes docs/speed.{json,md,png} (SacreBLEU against sentences/s, log x).
+
+    python recipes/speed_benchmark.py                 # after recipes/ablation.py
+    python recipes/speed_benchmark.py --quick --out /tmp/speed-quick
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
+
+USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
+SIZE = ["--encoder-embed-dim", "256", "--encoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
+        "--encoder-layers", "3", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "512",
+        "--decoder-attention-heads", "4", "--decoder-layers", "3", "--share-all-embeddings"]
+OPTIM = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
+         "--warmup-updates", "300", "--clip-norm", "1.0", "--dropout", "0.1", "--max-tokens", "4096"]
+PEERS = {
+    "ar": ["--task", "translation", "--arch", "transformer", "--criterion", "label_smoothed_cross_entropy",
+           "--label-smoothing", "0.1"],
+    "cmlm": ["--task", "translation_lev", "--arch", "cmlm_transformer", "--criterion", "nat_loss",
+             "--label-smoothing", "0.1", "--noise", "random_mask", "--apply-bert-init",
+             "--length-loss-factor", "0.1", "--pred-length-offset"],
+}
+# Runs one fairseq CLI in-process and reports its peak resident memory (KiB) on stderr.
+PEAK_RSS_WRAPPER = (
+    "import resource, runpy, sys; sys.argv = sys.argv[1:]\n"
+    "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
+    "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+)
+_SPEED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
+
+
+def log(msg):
+    print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def fairseq(module, args, out_path=None, threads=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
+    start = time.perf_counter()
+    with open(out_path or os.devnull, "w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"speed_benchmark: error: fairseq {module} failed:\n{proc.stderr[-2000:]}")
+    return proc.stderr, wall
+
+
+def configurations(quick):
+    steps = [1, 5] if quick else [1, 2, 5, 10, 20, 50]
+    confs = [("AR beam 5", "ar", ["--beam", "5"]), ("AR greedy", "ar", ["--beam", "1"])]
+    confs += [(f"CMLM {i} it.", "cmlm", ["--iter-decode-max-iter", str(i), "--iter-decode-with-beam", "5",
+                                           "--iter-decode-force-max-iter"]) for i in (4, 10)]
+    for beam in (5, 1):
+        confs += [(f"FastDiSS {k} st. (L={beam})", "fastdiss",
+                   ["--decoding-steps", str(k), "--length-beam", str(beam)]) for k in steps]
+    return confs
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"),
+                   help="the ablation's work folder (its data-bin and SCP+MANS checkpoint are reused)")
+    p.add_argument("--fastdiss", help="FastDiSS checkpoint (default: WORK/scp_mans.seed1/checkpoint_last.pt)")
+    p.add_argument("--train-minutes", type=float, default=None,
+                   help="training time of AR and CMLM (default: the FastDiSS model's warm start + variant time)")
+    p.add_argument("--ablation-report", default=os.path.join(ROOT, "docs", "ablation.json"))
+    p.add_argument("--out", default=os.path.join(ROOT, "docs"))
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.work, args.repeats = args.work + "-quick", 1
+        args.train_minutes = args.train_minutes or 0.5
+    data = os.path.join(args.work, "data-bin")
+    fastdiss = args.fastdiss or os.path.join(args.work, "scp_mans.seed1", "checkpoint_last.pt")
+    for path, what in ((data, "data-bin"), (fastdiss, "FastDiSS checkpoint")):
+        if not os.path.exists(path):
+            sys.exit(f"speed_benchmark: error: no {what} at {path}; run recipes/ablation.py first")
+    if args.train_minutes is None:  # the same training time as the FastDiSS model had
+        report = os.path.join(args.ablation_report)
+        if not os.path.exists(report):
+            sys.exit(f"speed_benchmark: error: no {report}; give --train-minutes or run recipes/ablation.py")
+        with open(report) as f:
+            spent = json.load(f)["train_seconds"]
+        args.train_minutes = (spent["warm"] + spent["scp_mans.seed1"]) / 60
+    os.makedirs(args.out, exist_ok=True)
+    refs = read_refs(os.path.join(data, "refs", "test.en"))
+    ckpts = {"fastdiss": fastdiss}
+    for peer, peer_args in PEERS.items():
+        save = os.path.join(args.work, f"peer_{peer}")
+        ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
+        if not os.path.exists(ckpts[peer]):
+            log(f"training fairseq {peer} for {args.train_minutes} minutes")
+            fairseq("train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
+                              "--stop-time-hours", args.train_minutes / 60, "--disable-validation",
+                              "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple"],
+                    out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.threads)
+
+    rows = []
+    for name, model, extra in configurations(args.quick):
+        common = [data, "--path", ckpts[model], "--gen-subset", "test", "--batch-size", args.batch_size,
+                  "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1", *extra]
+        if model == "fastdiss":
+            common += ["--user-dir", USER_DIR, "--task", "fastdiss_translation"]
+        elif model == "cmlm":
+            common += ["--task", "translation_lev"]
+        gen_path = os.path.join(args.work, f"speed.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
+        runs = []
+        for r in range(args.repeats + 1):  # run 0 is the warm-up
+            stderr, wall = fairseq("generate", common, out_path=gen_path, threads=args.threads)
+            m = _SPEED.findall(stderr)[-1]
+            sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
+            rss = int(re.findall(r"PEAK_RSS_KB (\d+)", stderr)[-1])
+            if r > 0 or args.repeats == 0:
+                runs.append((sents / secs, toks / secs, sents / wall, rss))
+        with open(gen_path, encoding="utf-8") as f:
+            bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
+        row = {"config": name, "model": model, "sacrebleu": bleu,
+               "sentences_per_s": statistics.median(x[0] for x in runs),
+               "tokens_per_s": statistics.median(x[1] for x in runs),
+               "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
+               "peak_rss_mib": max(x[3] for x in runs) / 1024, "timed_runs": len(runs)}
+        rows.append(row)
+        log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
+            f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
+    write_report(rows, args)
+
+
+def write_report(rows, args):
+    name = "speed-quick" if args.quick else "speed"
+    with open(os.path.join(args.out, f"{name}.json"), "w") as f:
+        json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
+    ar5 = next(r for r in rows if r["config"] == "AR beam 5")
+    lines = [f"# Decoding speed and quality on de-en/test ({'QUICK smoke run' if args.quick else 'CPU'}, "
+             f"batch size {args.batch_size}, {args.threads} threads)", "",
+             "| configuration | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['config']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x |")
+    with open(os.path.join(args.out, f"{name}.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    import logging
+
+    import matplotlib
+
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for model, marker in (("ar", "s"), ("cmlm", "^"), ("fastdiss", "o")):
+        sel = [r for r in rows if r["model"] == model]
+        ax.scatter([r["sentences_per_s"] for r in sel], [r["sacrebleu"] for r in sel], marker=marker, label=model)
+        for r in sel:
+            ax.annotate(r["config"].replace("FastDiSS ", ""), (r["sentences_per_s"], r["sacrebleu"]), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("sentences/s (generator, CPU)")
+    ax.set_ylabel("SacreBLEU (de-en/test)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, f"{name}.png"), dpi=120)
+
+
+if __name__ == "__main__":
+    main()
