@@ -44,6 +44,7 @@ setup(
     entry_points={
         "console_scripts": [
             "fastdiss-score=fastdiss_fairseq.scoring:main",
+            "fastdiss-step-sweep=fastdiss_fairseq.step_sweep:main",
         ]
     },
     classifiers=[

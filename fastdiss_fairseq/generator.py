@@ -17,6 +17,7 @@ import torch
 
 from .diffusion import SamplerConfig
 from .diffusion.sampler import sample as run_sampler
+from .errors import FastDiSSError
 
 RANKINGS = ("model", "mbr")
 
@@ -35,12 +36,15 @@ class GeneratorConfig:
         for name in ("decoding_steps", "length_beam", "noise_samples"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+                raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
         if self.candidate_ranking not in RANKINGS:
-            raise ValueError(
+            raise FastDiSSError(
                 f"--candidate-ranking must be one of {RANKINGS}, got {self.candidate_ranking!r}"
             )
-        self.sampler_config().validate()
+        try:
+            self.sampler_config().validate()
+        except ValueError as e:  # diffusion/ is plain PyTorch and raises plain ValueErrors
+            raise FastDiSSError(str(e)) from e
 
     def sampler_config(self) -> SamplerConfig:
         return SamplerConfig(

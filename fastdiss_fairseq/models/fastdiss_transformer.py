@@ -22,6 +22,8 @@ from ..diffusion import (
     normalize_embeddings,
     SCHEDULES,
 )
+from ..errors import FastDiSSError
+from ..safeguards import check_fastdiss_task
 from .denoiser import DiffusionDenoiser
 
 
@@ -65,8 +67,9 @@ class FastDiSSTransformerModel(TransformerModel):
             # the transformer's fields, so the FastDiSS options would be lost.
             args = Namespace(**OmegaConf.to_container(args, resolve=True))
         fastdiss_base_architecture(args)
+        check_fastdiss_task(task)  # e.g. fairseq-generate without --task fastdiss_translation
         if task.source_dictionary != task.target_dictionary:
-            raise ValueError(
+            raise FastDiSSError(
                 "fastdiss_transformer ties source, target and output embeddings: binarize the "
                 "data with fairseq-preprocess --joined-dictionary"
             )

@@ -56,9 +56,8 @@ class FastDiSSTranslationTask(TranslationTask):
         safeguards.check_language_pair(cfg)
         try:
             task = super().setup_task(cfg, **kwargs)
-        except FileNotFoundError as e:
-            raise FastDiSSError(f"{e.filename or e}: not found; the data folder needs the "
-                                "dict.*.txt files written by fairseq-preprocess") from e
+        except FileNotFoundError as e:  # the data folder or its dictionaries
+            raise safeguards.missing_data_error(e) from e
         # Impossible generation options fail here, before any checkpoint or data is read.
         task.generator_config().validate()
         return task

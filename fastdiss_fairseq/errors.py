@@ -1,0 +1,99 @@
+"""One-line errors for bad options, inputs, checkpoints and data folders.
+
+The plugin raises `FastDiSSError` (a ValueError, so Python callers can catch it as one) for
+anything the user can fix: an impossible option, a checkpoint that is not a FastDiSS model, a
+dictionary that does not match, an empty split. The stock fairseq CLIs would print such an
+exception as a traceback; people running `fairseq-generate` want the reason, so once the
+plugin is imported an uncaught FastDiSSError is printed as
+
+    fastdiss: error: --decoding-steps must be an integer >= 1, got 0
+
+and the process exits with status 1, as argparse does for a bad flag. This also holds when
+fairseq wraps the error in its own exception (the trainer re-raises a failed model load as
+"Cannot load model parameters ...") and when a multi-GPU worker started by
+torch.multiprocessing.spawn raised it. A FloatingPointError raised in fairseq's training loop
+(non-finite loss or gradients; fairseq re-raises it after its NanDetector pass), and a
+checkpoint that fairseq cannot read (missing, truncated, not a checkpoint) are reported the
+same way. Every other exception keeps its traceback: those are bugs.
+"""
+
+import os
+import re
+import sys
+import traceback
+from typing import Optional
+
+
+class FastDiSSError(ValueError):
+    """A problem the user can fix; the CLIs report it as one line without a traceback."""
+
+
+PREFIX = "fastdiss: error: "
+_TRAINER = os.path.join("fairseq", "trainer.py")
+_CHECKPOINT_UTILS = os.path.join("fairseq", "checkpoint_utils.py")
+# How a spawned worker's exception reads in the parent's ProcessRaisedException (its traceback as text).
+_WORKER_ERROR = re.compile(r"^(?:[\w.]+\.)?(FastDiSSError|FloatingPointError): (.*)$", flags=re.M)
+
+
+def _raised_in_fairseq_training(exc: BaseException) -> bool:
+    return any(frame.filename.endswith(_TRAINER) for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def _unreadable_checkpoint(exc: BaseException) -> Optional[str]:
+    """The path, if exc is an I/O or format error raised while fairseq read a checkpoint."""
+    if not isinstance(exc, (OSError, EOFError, RuntimeError)):
+        return None
+    frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
+    for frame in frames:
+        if frame.f_code.co_name == "load_checkpoint_to_cpu" and frame.f_code.co_filename.endswith(_CHECKPOINT_UTILS):
+            return str(frame.f_locals.get("path"))  # torch.load and what it calls
+    raised_in = frames[-1].f_code if frames else None
+    if isinstance(exc, OSError) and raised_in and raised_in.co_name == "load_model_ensemble_and_task" \
+            and raised_in.co_filename.endswith(_CHECKPOINT_UTILS):
+        return str(frames[-1].f_locals.get("filename"))  # its own "Model file not found" check
+    return None
+
+
+def _finite_hint(text: str) -> str:
+    if "checkpoint" not in text:  # fairseq's own "gradients are Nan/Inf"
+        text += ": training stopped before the update and before any further checkpoint; lower --lr or check the data"
+    return text
+
+
+def one_line_message(exc: BaseException) -> Optional[str]:
+    """The one-line report for exc, or None when it deserves a traceback."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:  # the exception, then what it was raised from
+        seen.add(id(exc))
+        if isinstance(exc, FastDiSSError):
+            return PREFIX + str(exc)
+        if isinstance(exc, FloatingPointError) and _raised_in_fairseq_training(exc):
+            return PREFIX + _finite_hint(str(exc))
+        path = _unreadable_checkpoint(exc)
+        if path is not None:
+            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            return PREFIX + f"cannot read checkpoint {path}: {first_line}"
+        if type(exc).__name__ == "ProcessRaisedException":
+            found = _WORKER_ERROR.findall(str(exc))
+            if found:
+                kind, text = found[-1]
+                return PREFIX + (_finite_hint(text) if kind == "FloatingPointError" else text)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """Idempotent: the plugin may be imported through --user-dir and as a package."""
+    previous = sys.excepthook
+    if getattr(previous, "fastdiss_one_line", False):
+        return
+
+    def excepthook(exc_type, exc, tb):
+        message = one_line_message(exc) if isinstance(exc, Exception) else None
+        if message is None:
+            previous(exc_type, exc, tb)
+        else:
+            print(message, file=sys.stderr, flush=True)  # the interpreter then exits with status 1
+
+    excepthook.fastdiss_one_line = True
+    sys.excepthook = excepthook

@@ -1,0 +1,78 @@
+"""Log which criterion options (SCP, MANS, loss weights) changed when a training run resumes.
+
+Resuming with other SCP/MANS settings is allowed (e.g. switching MANS on for the last part of
+a run), but it should never happen unnoticed. fairseq gives the task no hook on resume: the
+trainer reads the checkpoint in Trainer.load_checkpoint and keeps its stored cfg to itself,
+and a criterion without parameters is not even handed its state. So importing the plugin
+wraps Trainer.load_checkpoint: before fairseq loads the file, the stored criterion cfg is
+read (a memory-mapped load: the weights are not read twice) and compared with the current
+one, and the differences are logged as one warning on the first data-parallel rank:
+
+    fastdiss: resuming from ckpt/checkpoint_last.pt with changed criterion options: --mans False -> True
+"""
+
+import logging
+import os
+
+import torch
+from fairseq.trainer import Trainer
+from omegaconf import OmegaConf
+
+logger = logging.getLogger(__name__)
+
+_fairseq_load_checkpoint = getattr(Trainer.load_checkpoint, "fairseq_original", Trainer.load_checkpoint)
+
+
+def stored_criterion_cfg(filename: str):
+    """The criterion cfg a fairseq checkpoint was trained with, or None if it cannot tell."""
+    try:
+        state = torch.load(filename, map_location="cpu", mmap=True)
+    except Exception as e:  # legacy (non-zip) files cannot be memory-mapped; just skip the check
+        logger.debug("could not read the cfg of %s: %s", filename, e)
+        return None
+    cfg = state.get("cfg") if isinstance(state, dict) else None
+    criterion = cfg.get("criterion") if isinstance(cfg, dict) else None
+    return criterion if isinstance(criterion, dict) else None
+
+
+def changed_options(old: dict, new: dict):
+    """['--name old -> new', ...] for the options whose value differs (the name must match)."""
+    if old.get("_name") != new.get("_name"):
+        return []
+    changes = []
+    # Options only one side knows (added to the plugin since the checkpoint was written) are
+    # not reported: their absence says nothing about what the run trained with.
+    for key in sorted(set(old) & set(new)):
+        if key.startswith("_"):
+            continue
+        before, after = old.get(key), new.get(key)
+        if str(before) != str(after):  # enums are stored as strings
+            changes.append(f"--{key.replace('_', '-')} {before} -> {after}")
+    return changes
+
+
+def warn_if_criterion_changed(filename: str, current_cfg) -> None:
+    if not os.path.isfile(filename):
+        return
+    old = stored_criterion_cfg(filename)
+    if old is None or current_cfg is None:
+        return
+    new = OmegaConf.to_container(current_cfg, resolve=True, enum_to_str=True) if OmegaConf.is_config(current_cfg) \
+        else dict(vars(current_cfg))
+    changes = changed_options(old, new)
+    if changes:
+        logger.warning("fastdiss: resuming from %s with changed criterion options: %s", filename, ", ".join(changes))
+
+
+def load_checkpoint(self, filename, *args, **kwargs):
+    if self.data_parallel_rank == 0:
+        warn_if_criterion_changed(filename, getattr(self.cfg, "criterion", None))
+    return _fairseq_load_checkpoint(self, filename, *args, **kwargs)
+
+
+load_checkpoint.fairseq_original = _fairseq_load_checkpoint
+
+
+def install() -> None:
+    """Idempotent; called when the plugin is imported."""
+    Trainer.load_checkpoint = load_checkpoint

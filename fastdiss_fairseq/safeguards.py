@@ -1,0 +1,137 @@
+"""Checks and safe behaviours for bad input, used by the task `fastdiss_translation`.
+
+Each check fails early with a FastDiSSError (one line on the CLIs, see errors.py) that names
+the problem, or applies a documented safe behaviour:
+
+- a model that is not a FastDiSS model (a fairseq `transformer` checkpoint given to
+  `--task fastdiss_translation`) is refused when it is built, before its weights are read, and
+  so is a FastDiSS model built by another task (fairseq-generate without `--task`);
+- a data folder without dictionaries, or whose language pair cannot be inferred, is refused;
+- a checkpoint whose dictionary size differs from the data folder's is refused with both sizes;
+- a split whose binarized files are missing or hold 0 sentences is refused;
+- an inference source longer than the model's source positions is truncated, with a warning
+  (fairseq-interactive and the hub interface would otherwise stop with a traceback);
+- an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
+  translation instead of a hallucinated one.
+"""
+
+import glob
+import logging
+import os
+from typing import Dict, List
+
+import torch
+from fairseq import utils
+from fairseq.data import data_utils
+
+from .errors import FastDiSSError
+
+logger = logging.getLogger(__name__)
+
+
+def check_language_pair(task_cfg) -> None:
+    """fairseq infers the pair from binarized file names; say what to do when it cannot."""
+    if task_cfg.source_lang is not None and task_cfg.target_lang is not None:
+        return
+    data = utils.split_paths(task_cfg.data)[0] if task_cfg.data else None
+    if data is None or not os.path.isdir(data):
+        return  # remote, or missing: fairseq's own lookup reports it
+    if None in tuple(data_utils.infer_language_pair(data)):
+        raise FastDiSSError(
+            f"cannot tell the language pair: {data} holds no binarized split to infer it from; "
+            "pass --source-lang and --target-lang (from Python: source_lang=..., target_lang=...)"
+        )
+
+
+def check_fastdiss_task(task) -> None:
+    """A FastDiSS model decodes only with the task's diffusion generator; fairseq's default task
+    (translation) would hand it to the autoregressive beam search, which fails deep inside."""
+    from .tasks.fastdiss_translation import FastDiSSTranslationTask
+
+    if not isinstance(task, FastDiSSTranslationTask):
+        raise FastDiSSError(
+            f"a fastdiss_transformer model needs --task fastdiss_translation (got task {type(task).__name__})"
+        )
+
+
+def check_fastdiss_model(model, model_cfg) -> None:
+    from .models.fastdiss_transformer import FastDiSSTransformerModel
+
+    if isinstance(model, FastDiSSTransformerModel):
+        return
+    name = getattr(model_cfg, "_name", None) or getattr(model_cfg, "arch", None) or type(model).__name__
+    raise FastDiSSError(
+        f"the model is not a FastDiSS model (got arch '{name}', class {type(model).__name__}): "
+        "--task fastdiss_translation needs a checkpoint trained with --arch fastdiss_*"
+    )
+
+
+def guard_dictionary_size(model, dictionary, dict_path: str) -> None:
+    """Refuse, before loading, a state dict whose embedding table has another vocabulary size."""
+
+    def hook(module, state_dict, prefix, *unused):
+        weight = state_dict.get(prefix + "encoder.embed_tokens.weight")
+        if weight is not None and weight.size(0) != len(dictionary):
+            raise FastDiSSError(
+                f"the checkpoint's dictionary has {weight.size(0)} symbols but {dict_path} has "
+                f"{len(dictionary)}: use the data folder (dictionaries) the model was trained with"
+            )
+
+    model.register_load_state_dict_pre_hook(hook)
+
+
+def check_split(data_path: str, split: str) -> None:
+    """Before fairseq reads it: fairseq-preprocess writes an empty split as empty .bin files,
+    which fairseq cannot even memory-map (ValueError: cannot mmap an empty file)."""
+    empty = [p for p in glob.glob(os.path.join(data_path, f"{split}.*-*.*.bin")) if os.path.getsize(p) == 0]
+    if empty:
+        raise FastDiSSError(f"split '{split}' in {data_path} has 0 sentences ({os.path.basename(empty[0])} is empty)")
+
+
+def missing_data_error(e: FileNotFoundError) -> FastDiSSError:
+    name = str(e.filename or e)
+    if name.endswith(".txt"):
+        return FastDiSSError(f"{name} not found: the data folder needs the dict.*.txt files written by fairseq-preprocess")
+    return FastDiSSError(f"{name} not found")
+
+
+def missing_split_error(data_path: str, split: str, src: str, tgt: str) -> FastDiSSError:
+    return FastDiSSError(
+        f"no split '{split}' in {data_path} (expected {split}.{src}-{tgt}.{src}.bin/.idx "
+        f"from fairseq-preprocess); choose another one with --gen-subset / --valid-subset"
+    )
+
+
+def truncate_sources(src_tokens: List[torch.Tensor], src_lengths, max_positions: int, eos: int):
+    """Sources longer than max_positions keep their first max_positions - 1 tokens and EOS."""
+    if max_positions is None or all(len(t) <= max_positions for t in src_tokens):
+        return src_tokens, src_lengths
+    tokens = []
+    for t in src_tokens:
+        if len(t) > max_positions:
+            logger.warning(
+                "fastdiss: an input of %d tokens (subword units with EOS) is longer than the %d source "
+                "positions of the model; it is truncated to them", len(t), max_positions,
+            )
+            t = torch.cat([t[: max_positions - 1], t.new_tensor([eos])])
+        tokens.append(t)
+    lengths = [len(t) for t in tokens]
+    if torch.is_tensor(src_lengths):
+        lengths = torch.tensor(lengths, dtype=src_lengths.dtype)
+    return tokens, lengths
+
+
+def empty_hypothesis(eos: int) -> Dict:
+    return {
+        "tokens": torch.tensor([eos]),
+        "score": 0.0,
+        "positional_scores": torch.zeros(1),
+        "attention": None,
+        "alignment": None,
+    }
+
+
+def empty_sources_get_empty_output(sample: Dict, hypos: List[List[Dict]], eos: int) -> List[List[Dict]]:
+    """Sentences whose source holds nothing but EOS get one empty hypothesis."""
+    lengths = sample["net_input"]["src_lengths"].tolist()
+    return [[empty_hypothesis(eos)] if n <= 1 else h for n, h in zip(lengths, hypos)]

@@ -1,0 +1,211 @@
+"""What fairseq users expect around the plugin: the hub interface, fairseq's distributed
+engine, TensorBoard logging, and the step-sweep tool. Real CLIs on the tiny data and model."""
+
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+from collections import defaultdict
+
+import pytest
+import torch
+
+import fastdiss_fairseq  # noqa: F401  (lets torch.load read fairseq checkpoints)
+from conftest import ROOT, SIZES, TINY_TRAIN_ARGS, run_cli
+
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+# ---- hub interface ---------------------------------------------------------------------------
+
+def readme_snippet(heading: str, language: str) -> str:
+    """The first ```language block under the README heading."""
+    text = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+    section = text.split(heading + "\n", 1)[1]
+    return re.search(rf"```{language}\n(.*?)```", section, flags=re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_data, tiny_model, tmp_path_factory):
+    """What a user puts together: the checkpoint with the data folder's dictionaries and codes."""
+    ckpt, _ = tiny_model
+    folder = tmp_path_factory.mktemp("hub") / "model_dir"
+    folder.mkdir()
+    shutil.copy(ckpt, folder / "checkpoint_best.pt")
+    for name in ("dict.de.txt", "dict.en.txt", "bpecodes"):
+        shutil.copy(tiny_data / name, folder)
+    return folder
+
+
+def test_readme_hub_snippet_runs(model_dir, monkeypatch, capsys):
+    code = readme_snippet("### Python (hub interface)", "python")
+    monkeypatch.chdir(model_dir.parent)
+    namespace = {}
+    exec(compile(code, "README.md (hub interface)", "exec"), namespace)
+    translations = namespace["translations"]
+    assert isinstance(translations, list) and len(translations) == 2
+    assert all(isinstance(t, str) and t.strip() for t in translations)
+    assert str(translations) in capsys.readouterr().out
+
+
+@pytest.fixture(scope="module")
+def hub(model_dir):
+    from fastdiss_fairseq.models.fastdiss_transformer import FastDiSSTransformerModel
+
+    return FastDiSSTransformerModel.from_pretrained(
+        str(model_dir), checkpoint_file="checkpoint_best.pt", source_lang="de", target_lang="en")
+
+
+def test_hub_applies_generation_options_per_call(hub, monkeypatch):
+    built = []
+    build_generator = hub.task.build_generator
+
+    def spy(models, args, **kwargs):
+        built.append(build_generator(models, args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(hub.task, "build_generator", spy)
+    one_step = hub.translate(["Hallo Welt", "Klicken Sie auf OK."], decoding_steps=1, length_beam=2)
+    assert built[-1].cfg.decoding_steps == 1 and built[-1].cfg.length_beam == 2
+    assert built[-1].denoiser_calls == 1, "one batch, one denoising step"
+    hub.translate(["Hallo Welt"])
+    assert built[-1].cfg.decoding_steps == hub.task.cfg.decoding_steps, "the override was for one call"
+    assert hub.translate(["Hallo Welt", "Klicken Sie auf OK."], decoding_steps=1, length_beam=2) == one_step
+    assert hub.translate("Hallo Welt", decoding_steps=1, length_beam=2) == one_step[0]
+    assert hub.translate([""]) == [""], "an empty sentence gives an empty translation"
+
+
+def test_hub_rejects_bad_options(hub, model_dir, tmp_path):
+    from fastdiss_fairseq.errors import FastDiSSError
+    from fastdiss_fairseq.models.fastdiss_transformer import FastDiSSTransformerModel
+
+    with pytest.raises(ValueError, match="--decoding-steps must be an integer >= 1, got 0"):
+        hub.translate(["Hallo Welt"], decoding_steps=0)
+    with pytest.raises(TypeError, match="decoding_step"):
+        hub.translate(["Hallo Welt"], decoding_step=3)
+    shutil.copytree(model_dir, tmp_path / "no_codes")
+    os.remove(tmp_path / "no_codes" / "bpecodes")
+    with pytest.raises(FastDiSSError, match="no bpecodes"):
+        FastDiSSTransformerModel.from_pretrained(str(tmp_path / "no_codes"), source_lang="de", target_lang="en")
+
+
+# ---- fairseq's distributed engine ------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_training_with_fairseqs_distributed_engine(tiny_data, tmp_path):
+    """Two gloo workers through fairseq's own distributed_main, DDP and logging aggregation.
+    On CPUs fairseq cannot spawn the workers itself (see the README), so each rank is started
+    the way fairseq's multi-node launch does it: --distributed-no-spawn --distributed-rank R."""
+    save = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(tiny_data), *TINY_TRAIN_ARGS, "--scp", "--mans",
+           "--save-dir", str(save), "--max-update", "6", "--distributed-world-size", "2",
+           "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-no-spawn",
+           "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}"]
+    logs = [open(tmp_path / f"rank{rank}.log", "w+") for rank in (0, 1)]
+    workers = [subprocess.Popen(cmd + ["--distributed-rank", str(rank)], stdout=log, stderr=subprocess.STDOUT,
+                                env=ENV) for rank, log in enumerate(logs)]
+    try:
+        codes = [w.wait(timeout=300) for w in workers]
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+    text = []
+    for log in logs:
+        log.seek(0)
+        text.append(log.read())
+        log.close()
+    assert codes == [0, 0], text[0][-3000:] + text[1][-3000:]
+    for rank in (0, 1):
+        assert f"distributed init (rank {rank})" in text[rank]
+    assert "training on 2 devices" in text[0]
+    final = [line for line in text[0].splitlines() if "| train |" in line][-1]
+    assert "num_updates 6" in final
+    assert float(re.search(r"mans_t_increase ([-\d.]+)", final).group(1)) > 0
+    state = torch.load(save / "checkpoint_last.pt")
+    assert state["optimizer_history"][-1]["num_updates"] == 6
+    assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
+
+
+# ---- TensorBoard -----------------------------------------------------------------------------
+
+def read_scalars(folder: str):
+    """{tag: [(step, value)]} of a TensorBoard run folder; TensorBoard's reader if installed,
+    else the TFRecord framing (u64 length, u32 crc, payload, u32 crc) with tensorboardX's proto."""
+    scalars = defaultdict(list)
+    try:
+        from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    except ImportError:
+        from tensorboardX.proto import event_pb2
+
+        for path in sorted(glob.glob(os.path.join(folder, "events.out.tfevents.*"))):
+            data = open(path, "rb").read()
+            pos = 0
+            while pos + 12 <= len(data):
+                (length,) = struct.unpack("<Q", data[pos:pos + 8])
+                event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + length])
+                pos += 12 + length + 4
+                for value in event.summary.value:
+                    if value.WhichOneof("value") == "simple_value":
+                        scalars[value.tag].append((event.step, value.simple_value))
+        return scalars
+    accumulator = EventAccumulator(folder)
+    accumulator.Reload()
+    for tag in accumulator.Tags()["scalars"]:
+        scalars[tag] = [(e.step, e.value) for e in accumulator.Scalars(tag)]
+    return scalars
+
+
+def test_tensorboard_events_hold_the_loss_terms_and_mans_statistics(tiny_model):
+    ckpt, _ = tiny_model  # trained for 30 updates with --scp --mans --tensorboard-logdir
+    logdir = ckpt.parent / "tensorboard"
+    inner, train, valid = (read_scalars(str(logdir / tag)) for tag in ("train_inner", "train", "valid"))
+    for tag in ("loss", "diffusion_loss", "rounding_loss", "length_loss", "mans_t_increase", "mans_t_std", "t_mean"):
+        for run in (inner, train, valid):
+            assert run[tag] and all(math.isfinite(v) for _, v in run[tag]), tag
+    assert [step for step, _ in inner["diffusion_loss"]] == [5, 10, 15, 20, 25, 30]  # --log-interval 5
+    assert train["mans_t_increase"][-1][0] == 30 and train["mans_t_increase"][-1][1] > 0
+    assert train["mans_t_std"][-1][1] > 0
+
+
+# ---- step sweep ------------------------------------------------------------------------------
+
+def test_step_sweep_writes_table_json_and_plot_matching_fairseq_generate(tiny_data, tiny_model, tmp_path):
+    ckpt, _ = tiny_model
+    out = tmp_path / "sweep"
+    proc = subprocess.run(
+        [sys.executable, "-m", "fastdiss_fairseq.step_sweep", "--data", str(tiny_data), "--path", str(ckpt),
+         "--steps", "1", "2", "--subset", "test", "--refs", str(tiny_data / "refs" / "test.en"),
+         "--out", str(out), "--length-beam", "2", "--cpu"],
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.load(open(out / "step_sweep.json"))
+    assert [r["steps"] for r in results["results"]] == [1, 2]
+    assert results["meta"]["sentences"] == SIZES["test"] and results["meta"]["length_beam"] == 2
+    for r in results["results"]:
+        assert 0.0 <= r["sacrebleu"] <= 100.0 and r["sentences_per_second"] > 0
+    table = open(out / "step_sweep.md").read()
+    assert re.search(r"^\| 1 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, flags=re.M)
+    assert re.search(r"^\| 2 \| [\d.]+ \| [\d.]+ \| [\d.]+ \|$", table, flags=re.M)
+    assert (out / "step_sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the sweep decodes exactly as fairseq-generate does with the same options
+    generated = run_cli("generate", tiny_data, "--user-dir", os.path.join(ROOT, "fastdiss_fairseq"),
+                        "--task", "fastdiss_translation", "--path", ckpt, "--cpu", "--decoding-steps", "2",
+                        "--length-beam", "2", "--seed", "1", "--max-tokens", "4096", "--remove-bpe",
+                        "--tokenizer", "moses", "--source-lang", "de", "--target-lang", "en").stdout
+    detok = dict(re.findall(r"^D-(\d+)\t\S+\t?(.*)$", generated, flags=re.M))
+    assert open(out / "hypotheses.2.txt", encoding="utf-8").read().splitlines() == \
+        [detok[str(i)] for i in range(SIZES["test"])]

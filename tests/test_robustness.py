@@ -1,0 +1,333 @@
+"""Faults and bad input: a clear one-line error or a documented safe behaviour, never a
+traceback, a half-written checkpoint or a poisoned one. Real CLIs on the tiny data and model."""
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from fairseq import checkpoint_utils
+
+import fastdiss_fairseq  # noqa: F401  (lets torch.load read fairseq checkpoints; patches checkpoint_utils)
+from conftest import TINY_TRAIN_ARGS, USER_DIR, run_cli
+
+GEN_ARGS = ["--user-dir", USER_DIR, "--task", "fastdiss_translation", "--cpu",
+            "--max-tokens", "2000", "--remove-bpe", "--seed", "7"]
+ENV = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+
+
+def assert_one_line_error(proc, *fragments) -> str:
+    """Exit status 1, no traceback anywhere, and a last stderr line naming the problem."""
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("fastdiss: error: "), last
+    for fragment in fragments:
+        assert fragment in last, last
+    return last
+
+
+def inverse_sqrt_lr(num_updates: int, lr=1e-3, warmup=10) -> float:
+    """The LR fairseq's inverse_sqrt schedule gives TINY_TRAIN_ARGS after num_updates updates."""
+    return lr * num_updates / warmup if num_updates < warmup else lr * (warmup / num_updates) ** 0.5
+
+
+# ---- bad options -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("option, value", [("--decoding-steps", "0"), ("--length-beam", "0"),
+                                           ("--noise-samples", "-1")])
+def test_impossible_generation_option_is_one_line(tiny_data, tiny_model, option, value):
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, option, value, check=False)
+    assert_one_line_error(proc, f"{option} must be an integer >= 1, got {value}")
+    assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
+
+
+def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--mans", "--mans-strength", "1.5",
+                   "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, "--mans-strength must lie in [0, 1], got 1.5")
+    assert not list(tmp_path.glob("*.pt"))
+
+
+def test_one_line_report_finds_the_user_error_behind_fairseqs_wrappers():
+    from torch.multiprocessing.spawn import ProcessRaisedException
+
+    from fastdiss_fairseq.errors import FastDiSSError, one_line_message
+
+    try:  # the trainer re-raises a failed model load as a plain Exception
+        try:
+            raise FastDiSSError("the checkpoint's dictionary has 456 symbols but dict.de.txt has 457")
+        except FastDiSSError:
+            raise Exception("Cannot load model parameters from checkpoint")
+    except Exception as e:
+        wrapped = e
+    assert one_line_message(wrapped) == "fastdiss: error: the checkpoint's dictionary has 456 symbols but dict.de.txt has 457"
+    # a multi-GPU worker (torch.multiprocessing.spawn) hands its traceback to the parent as text
+    worker = ProcessRaisedException(
+        "\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
+        '  File "x.py", line 1, in <module>\n'
+        "fastdiss_fairseq.errors.FastDiSSError: --length-beam must be an integer >= 1, got 0\n", 1, 1234)
+    assert one_line_message(worker) == "fastdiss: error: --length-beam must be an integer >= 1, got 0"
+    assert one_line_message(RuntimeError("a bug")) is None, "bugs keep their traceback"
+    assert one_line_message(FloatingPointError("outside fairseq's trainer")) is None
+
+
+# ---- checkpoints and data that do not fit -------------------------------------------------------
+
+def test_checkpoint_of_another_model_is_one_line(tiny_data, tmp_path):
+    run_cli("train", tiny_data, "--task", "translation", "--arch", "transformer", "--share-all-embeddings",
+            "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+            "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16",
+            "--encoder-attention-heads", "1", "--decoder-attention-heads", "1", "--optimizer", "adam",
+            "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "1", "--disable-validation",
+            "--no-epoch-checkpoints", "--num-workers", "0", "--cpu", "--save-dir", tmp_path)
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tmp_path / "checkpoint_last.pt", check=False)
+    assert_one_line_error(proc, "not a FastDiSS model", "'transformer'")
+
+
+def test_truncated_checkpoint_is_one_line(tiny_data, tiny_model, tmp_path):
+    """A checkpoint cut short, as plain fairseq could leave one when killed during a copy."""
+    ckpt, _ = tiny_model
+    truncated = tmp_path / "checkpoint_last.pt"
+    truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", truncated, check=False)
+    assert_one_line_error(proc, f"cannot read checkpoint {truncated}")
+
+
+def test_fastdiss_checkpoint_without_its_task_is_one_line(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    args = [a for a in GEN_ARGS if a not in ("--task", "fastdiss_translation")]  # fairseq's default task
+    proc = run_cli("generate", tiny_data, *args, "--path", ckpt, check=False)
+    assert_one_line_error(proc, "needs --task fastdiss_translation")
+
+
+def test_dictionary_that_does_not_match_names_both_sizes(tiny_data, tiny_model, tmp_path):
+    ckpt, _ = tiny_model
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    size = sum(1 for _ in open(data / "dict.de.txt", encoding="utf-8")) + 4  # + <s> <pad> </s> <unk>
+    for lang in ("de", "en"):  # a joined dictionary with one more symbol
+        with open(data / f"dict.{lang}.txt", "a", encoding="utf-8") as f:
+            f.write("zzzextra 1\n")
+    proc = run_cli("generate", data, *GEN_ARGS, "--path", ckpt, check=False)
+    assert_one_line_error(proc, f"has {size} symbols", f"has {size + 1}")
+
+
+def test_empty_test_set_is_one_line(tiny_data, tiny_model, tmp_path):
+    from fairseq.data import indexed_dataset
+
+    ckpt, _ = tiny_model
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("dict.de.txt", "dict.en.txt"):
+        shutil.copy(tiny_data / name, data)
+    for lang in ("de", "en"):  # what fairseq-preprocess writes for an empty test file
+        prefix = str(data / f"test.de-en.{lang}")
+        indexed_dataset.make_builder(prefix + ".bin", impl="mmap", vocab_size=1000).finalize(prefix + ".idx")
+    proc = run_cli("generate", data, *GEN_ARGS, "--path", ckpt, check=False)
+    assert_one_line_error(proc, "split 'test'", "has 0 sentences")
+
+
+# ---- numerical faults ------------------------------------------------------------------------
+
+def test_nan_loss_stops_in_one_line_and_writes_no_checkpoint(tiny_data, tiny_model, tmp_path):
+    """An absurd LR (1e30) on a resumed run: the first update blows the weights up, the next loss
+    is NaN. fairseq would print a traceback and dump crash.pt with the weights that made the NaN."""
+    ckpt, _ = tiny_model
+    shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
+    before = (tmp_path / "checkpoint_last.pt").read_bytes()
+    args = ["1e30" if a == "1e-3" else a for a in TINY_TRAIN_ARGS]  # the --lr value
+    assert args != TINY_TRAIN_ARGS
+    proc = run_cli("train", tiny_data, *args, "--max-update", "60", "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, "non-finite FastDiSS loss")
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_last.pt"], "no crash.pt, no new or temp file"
+    assert (tmp_path / "checkpoint_last.pt").read_bytes() == before
+
+
+def test_save_refuses_weights_with_nan(tmp_path):
+    target = tmp_path / "checkpoint_last.pt"
+    checkpoint_utils.torch_persistent_save({"model": {"w": torch.ones(3)}}, str(target))
+    with pytest.raises(FloatingPointError, match="model weight w holds NaN"):
+        checkpoint_utils.torch_persistent_save({"model": {"w": torch.tensor([1.0, float("nan")])}}, str(target))
+    assert torch.equal(torch.load(target)["model"]["w"], torch.ones(3))
+
+
+# ---- killed runs and interrupted writes -------------------------------------------------------
+
+class ExplodingPickle:
+    def __reduce__(self):
+        raise RuntimeError("pickling failed midway")
+
+
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path):
+    target = tmp_path / "checkpoint_last.pt"
+    checkpoint_utils.torch_persistent_save({"model": {"w": torch.ones(1000)}}, str(target))
+    with pytest.raises(RuntimeError, match="pickling failed midway"):
+        checkpoint_utils.torch_persistent_save(
+            {"model": {"w": torch.zeros(1000)}, "extra": ExplodingPickle()}, str(target))
+    assert torch.equal(torch.load(target)["model"]["w"], torch.ones(1000))
+    assert os.listdir(tmp_path) == ["checkpoint_last.pt"], "the temp file is removed"
+
+
+def test_interrupted_copy_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """fairseq copies checkpoint_E_U.pt to checkpoint_last.pt; a copy that dies halfway must not
+    truncate the file the next run resumes from."""
+    old, new = tmp_path / "checkpoint_last.pt", tmp_path / "checkpoint_1_10.pt"
+    old.write_bytes(b"old checkpoint")
+    new.write_bytes(b"new checkpoint" * 1000)
+
+    def copy_half_then_die(src, dst, length=0):
+        dst.write(src.read(100))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copyfileobj", copy_half_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint_utils.PathManager.copy(str(new), str(old), overwrite=True)
+    assert old.read_bytes() == b"old checkpoint"
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint_1_10.pt", "checkpoint_last.pt"]
+
+
+SLOW_SAVE = """
+import sys, time, torch
+from fairseq import checkpoint_utils
+import fastdiss_fairseq
+
+class Slow:
+    def __reduce__(self):
+        print("saving", flush=True)
+        time.sleep(60)
+        return (int, (0,))
+
+checkpoint_utils.torch_persistent_save({"model": {"w": torch.zeros(1000)}, "slow": Slow()}, sys.argv[1])
+"""
+
+
+def test_sigkill_during_a_save_leaves_the_previous_checkpoint_intact(tmp_path):
+    target = tmp_path / "checkpoint_last.pt"
+    torch.save({"model": {"w": torch.ones(1000)}}, target)
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SAVE, str(target)], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, env=ENV)
+    try:
+        assert proc.stdout.readline().strip() == "saving"  # the save is under way
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert torch.equal(torch.load(target)["model"]["w"], torch.ones(1000))
+
+
+def test_sigkill_mid_epoch_resumes_with_the_same_update_counter_and_lr(tiny_data, tmp_path):
+    save = tmp_path / "ckpt"
+    cmd = [sys.executable, "-m", "fairseq_cli.train", str(tiny_data), *TINY_TRAIN_ARGS,
+           "--save-dir", str(save), "--save-interval-updates", "5", "--max-update", "40"]
+
+    # first run: SIGKILL as soon as an update checkpoint past update 5 exists
+    with open(tmp_path / "killed.log", "w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=ENV)
+        try:
+            deadline = time.time() + 240
+            while not any(int(m.group(1)) > 5 for p in save.glob("checkpoint_*_*.pt")
+                          if (m := re.fullmatch(r"checkpoint_\d+_(\d+)\.pt", p.name))):
+                assert proc.poll() is None, "training ended before it could be killed"
+                assert time.time() < deadline
+                time.sleep(0.01)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert proc.returncode == -signal.SIGKILL
+
+    # every checkpoint on disk is whole (the kill may have hit the copy to checkpoint_last.pt)
+    for path in save.glob("*.pt"):
+        torch.load(path)
+    last = torch.load(save / "checkpoint_last.pt")
+    updates = last["optimizer_history"][-1]["num_updates"]
+    iterator = last["extra_state"]["train_iterator"]
+    assert updates >= 5 and iterator["epoch"] == 1 and iterator["iterations_in_epoch"] == updates
+    assert last["last_optimizer_state"]["param_groups"][0]["lr"] == pytest.approx(inverse_sqrt_lr(updates))
+
+    # second run, the same command: resumes there, mid-epoch, on the same LR schedule
+    second = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=300)
+    log = second.stdout + second.stderr
+    assert second.returncode == 0, log[-3000:]
+    assert re.search(rf"Loaded checkpoint \S*checkpoint_last\.pt \(epoch 1 @ {updates} updates\)", log), log[-3000:]
+    inner = re.findall(r"\| train_inner \| epoch 001:\s+(\d+) / \d+ .*num_updates=(\d+), lr=([\d.e-]+)", log)
+    assert inner, log[-3000:]
+    first_iteration, first_update, first_lr = inner[0]
+    assert int(first_update) == int(first_iteration) > updates, "the counter and the epoch position continue"
+    for _, update, lr in inner:
+        assert float(lr) == pytest.approx(inverse_sqrt_lr(int(update)), rel=1e-4)
+    assert re.search(r"\| train \| .*num_updates 40\b", log)
+
+
+def test_resuming_with_changed_scp_mans_options_is_logged(tiny_data, tiny_model, tmp_path):
+    ckpt, _ = tiny_model  # trained with --scp --mans (strength 0.5)
+    shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans-strength", "0.8",
+                   "--max-update", "31", "--save-dir", tmp_path)
+    log = proc.stdout + proc.stderr
+    warning = re.search(r"fastdiss: resuming from \S+ with changed criterion options: (.*)", log)
+    assert warning, log[-3000:]
+    assert warning.group(1) == "--mans True -> False, --mans-strength 0.5 -> 0.8"
+    assert "(epoch 2 @ 30 updates)" in log and "num_updates 31" in log
+
+
+# ---- fairseq-interactive input ---------------------------------------------------------------
+
+LONG_LINE = b"Hallo " * 1100  # about 4400 subword units: more than the 1024 source positions
+STDIN = b"Hallo Welt\n\nKlicken Sie auf \xff\xfe OK.\n" + LONG_LINE + b"\n"
+
+
+@pytest.fixture(scope="module")
+def interactive_runs(tiny_data, tiny_model):
+    """The same input through fairseq-interactive twice. PYTHONIOENCODING=utf-8 makes stdin
+    strict, as it is under most locales (fairseq then died on the first non-UTF-8 byte)."""
+    ckpt, _ = tiny_model
+    cmd = [sys.executable, "-m", "fairseq_cli.interactive", str(tiny_data), "--user-dir", USER_DIR,
+           "--task", "fastdiss_translation", "--path", str(ckpt), "--cpu", "--source-lang", "de",
+           "--target-lang", "en", "--tokenizer", "moses", "--bpe", "subword_nmt",
+           "--bpe-codes", str(tiny_data / "bpecodes"), "--decoding-steps", "3", "--buffer-size", "2",
+           "--seed", "3"]
+    env = dict(ENV, PYTHONIOENCODING="utf-8")
+    runs = [subprocess.run(cmd, input=STDIN, capture_output=True, env=env, timeout=300) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr.decode(errors="replace")[-3000:]
+    return [(run.stdout.decode("utf-8"), run.stdout + run.stderr) for run in runs]
+
+
+def test_interactive_empty_line_gives_an_empty_translation(interactive_runs):
+    stdout, _ = interactive_runs[0]
+    assert re.search(r"^S-1\t$", stdout, flags=re.M)
+    assert re.search(r"^H-1\t0\.0\t$", stdout, flags=re.M)
+    assert re.search(r"^D-1\t0\.0\t$", stdout, flags=re.M)
+    assert len(re.findall(r"^D-\d+\t", stdout, flags=re.M)) == 4, "every line gets an answer"
+
+
+def test_interactive_non_utf8_bytes_become_unk_with_a_warning(interactive_runs):
+    stdout, everything = interactive_runs[0]
+    assert b"fastdiss: input line 3 is not valid UTF-8" in everything
+    assert re.search(r"^S-2\t.*<unk>.*$", stdout, flags=re.M)
+    assert re.search(r"^H-2\t-?[\d.]+\t\S", stdout, flags=re.M)
+    assert b"Traceback" not in everything
+
+
+def test_interactive_too_long_line_is_truncated_with_a_warning(interactive_runs):
+    stdout, everything = interactive_runs[0]
+    assert re.search(rb"fastdiss: an input of \d{4} tokens .* longer than the 1024 source positions", everything)
+    assert re.search(r"^H-3\t-?[\d.]+\t\S", stdout, flags=re.M)
+
+
+def test_interactive_output_is_byte_identical_across_runs(interactive_runs):
+    """Same checkpoint, input and --seed: the same bytes, apart from the W- (wall time) lines."""
+    first, second = (re.sub(r"^W-\d+\t.*\n", "", stdout, flags=re.M) for stdout, _ in interactive_runs)
+    assert first == second
+    assert len(first.splitlines()) == 4 * 4  # S, H, D, P per input
