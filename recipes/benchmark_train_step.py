@@ -6,7 +6,7 @@ model size, in one process, on the same threads; the figure is the median wall t
 full update (forward, backward, Adam step) after warm-up, and target tokens per second.
 
     python recipes/benchmark_train_step.py DATA_BIN [--arch fastdiss_small] [--max-tokens 4096]
-        [--updates 30] [--warmup 5] [--variants baseline scp_mans ar] [--json out.json]
+        [--updates 30] [--warmup 5] [--variants baseline scp_mans ar] [--model-args '...'] [--json out.json]
 """
 
 import argparse
@@ -42,14 +42,14 @@ AR_DIMS = {
 }
 
 
-def build(data, variant, arch, user_dir):
+def build(data, variant, arch, user_dir, model_args=()):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     task_name, family, criterion, extra = VARIANTS[variant]
     argv = [data, "--user-dir", user_dir, "--task", task_name, "--criterion", criterion, "--cpu"]
     if family == "fastdiss":
-        argv += ["--arch", arch]
+        argv += ["--arch", arch, *model_args]
     else:
         dims = AR_DIMS.get(arch)
         if dims is None:
@@ -64,9 +64,9 @@ def build(data, variant, arch, user_dir):
     return task, model, task.build_criterion(cfg.criterion)
 
 
-def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup):
+def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, model_args=()):
     torch.manual_seed(1)
-    task, model, criterion = build(data, variant, arch, user_dir)
+    task, model, criterion = build(data, variant, arch, user_dir, model_args)
     itr = task.get_batch_iterator(task.dataset("train"), max_tokens=max_tokens, seed=1)
     batches = itr.next_epoch_itr(shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -106,13 +106,16 @@ def main(argv=None):
     p.add_argument("--updates", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--variants", nargs="+", default=["baseline", "scp_mans", "ar"], choices=sorted(VARIANTS))
+    p.add_argument("--model-args", default="", help="extra FastDiSS model options, e.g. "
+                   "'--noise-scale 4 --source-copy-input' (quote them as one argument)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     user_dir = os.path.dirname(fastdiss_fairseq.__file__)
     print(f"torch threads: {torch.get_num_threads()}, arch {args.arch}, max tokens {args.max_tokens}")
     results = []
     for v in args.variants:
-        r = time_variant(args.data, v, args.arch, user_dir, args.max_tokens, args.updates, args.warmup)
+        r = time_variant(args.data, v, args.arch, user_dir, args.max_tokens, args.updates, args.warmup,
+                         args.model_args.split())
         results.append(r)
         print(f"{v:<10} median update {r['median_update_s']:.3f} s   {r['target_tokens_per_s']:.0f} target tok/s   "
               f"({r['params'] / 1e6:.2f}M params)", flush=True)

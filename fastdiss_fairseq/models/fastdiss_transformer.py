@@ -186,42 +186,29 @@ def fastdiss_wmt_en_de(args):
     fastdiss_base_architecture(args)
 
 
+def _symmetric_size(args, dim, ffn, heads, layers):
+    """Encoder and decoder of one size, unless set on the command line."""
+    for side in ("encoder", "decoder"):
+        for key, value in (("embed_dim", dim), ("ffn_embed_dim", ffn),
+                           ("attention_heads", heads), ("layers", layers)):
+            name = f"{side}_{key}"
+            setattr(args, name, getattr(args, name, value))
+    fastdiss_base_architecture(args)
+
+
 @register_model_architecture("fastdiss_transformer", "fastdiss_iwslt_de_en")
 def fastdiss_iwslt_de_en(args):
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 512)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 1024)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
-    args.encoder_layers = getattr(args, "encoder_layers", 6)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 512)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 1024)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
-    args.decoder_layers = getattr(args, "decoder_layers", 6)
-    fastdiss_base_architecture(args)
+    """IWSLT-sized, as fairseq's transformer_iwslt_de_en: 512 dim, 1024 FFN, 4 heads, 6+6 layers."""
+    _symmetric_size(args, dim=512, ffn=1024, heads=4, layers=6)
 
 
 @register_model_architecture("fastdiss_transformer", "fastdiss_small")
 def fastdiss_small(args):
     """CPU-sized model of the bundled example and the benchmarks on ../shared/data."""
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 256)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 512)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 4)
-    args.encoder_layers = getattr(args, "encoder_layers", 3)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 256)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 512)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 4)
-    args.decoder_layers = getattr(args, "decoder_layers", 3)
-    fastdiss_base_architecture(args)
+    _symmetric_size(args, dim=256, ffn=512, heads=4, layers=3)
 
 
 @register_model_architecture("fastdiss_transformer", "fastdiss_tiny")
 def fastdiss_tiny(args):
     """For tests: runs a training update in milliseconds."""
-    args.encoder_embed_dim = getattr(args, "encoder_embed_dim", 32)
-    args.encoder_ffn_embed_dim = getattr(args, "encoder_ffn_embed_dim", 64)
-    args.encoder_attention_heads = getattr(args, "encoder_attention_heads", 2)
-    args.encoder_layers = getattr(args, "encoder_layers", 1)
-    args.decoder_embed_dim = getattr(args, "decoder_embed_dim", 32)
-    args.decoder_ffn_embed_dim = getattr(args, "decoder_ffn_embed_dim", 64)
-    args.decoder_attention_heads = getattr(args, "decoder_attention_heads", 2)
-    args.decoder_layers = getattr(args, "decoder_layers", 1)
-    fastdiss_base_architecture(args)
+    _symmetric_size(args, dim=32, ffn=64, heads=2, layers=1)
