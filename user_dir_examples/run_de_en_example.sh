@@ -37,8 +37,8 @@ fairseq-train "$DATA" --user-dir "$USER_DIR" \
     --task fastdiss_translation --arch fastdiss_small --criterion fastdiss_loss --scp --mans \
     --noise-scale 4 --pred-length-offset --source-copy-input \
     --encoder-normalize-before --decoder-normalize-before \
-    --optimizer adam --adam-betas '(0.9,0.98)' --lr 1.5e-3 --lr-scheduler inverse_sqrt \
-    --warmup-updates 200 --clip-norm 1.0 --max-tokens 3072 --dropout 0.1 --seed 1 --cpu --num-workers 0 \
+    --optimizer adam --adam-betas '(0.9,0.98)' --lr 2.5e-3 --lr-scheduler inverse_sqrt \
+    --warmup-updates 200 --clip-norm 1.0 --max-tokens 3072 --dropout 0.0 --seed 1 --cpu --num-workers 0 \
     --stop-time-hours "$(python -c "print($TRAIN_MINUTES / 60)")" --disable-validation \
     --save-dir "$CKPT" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
     --log-format simple --log-interval 50 > "$OUT/train.log" 2>&1
