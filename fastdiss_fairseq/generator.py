@@ -136,15 +136,15 @@ class FastDiSSGenerator:
         )
 
         special = model.special_symbol_mask
+        table = model.latent_table()  # fixed during generation: normalized once, not per step
 
         def logits_fn(z0_hat):
-            return model.rounding_logits(z0_hat).masked_fill(special, float("-inf"))
+            return model.rounding_logits(z0_hat, table).masked_fill(special, float("-inf"))
 
         def denoise(z_t, z_sc, t):
             self.denoiser_calls += 1
             return model.denoise(z_t, z_sc, t, mask, encoder_out)
 
-        table = model.latent_table()
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(),
             clamp_fn=lambda logits: table[logits.argmax(-1)],

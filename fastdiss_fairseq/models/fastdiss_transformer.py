@@ -96,13 +96,16 @@ class FastDiSSTransformerModel(TransformerModel):
         """E, the normalized embedding table (V, d) that defines the diffusion space."""
         return normalize_embeddings(self.decoder.embed_tokens.weight)
 
-    def embed_target(self, tokens: torch.Tensor) -> torch.Tensor:
-        return nn.functional.embedding(tokens, self.latent_table())
+    def embed_target(self, tokens: torch.Tensor, table: torch.Tensor = None) -> torch.Tensor:
+        return nn.functional.embedding(tokens, self.latent_table() if table is None else table)
 
-    def rounding_logits(self, z0_hat: torch.Tensor) -> torch.Tensor:
+    def rounding_logits(self, z0_hat: torch.Tensor, table: torch.Tensor = None) -> torch.Tensor:
+        """table: latent_table(), when the caller already has it (it is the same for every
+        pass of one forward or one generation call)."""
         # logits = z0_hat E^T / sqrt(d): both have norm about sqrt(d), so the 1/sqrt(d)
         # temperature keeps the logits in +-sqrt(d) instead of +-d.
-        return z0_hat @ self.latent_table().t() / math.sqrt(self.latent_dim)
+        table = self.latent_table() if table is None else table
+        return z0_hat @ table.t() / math.sqrt(self.latent_dim)
 
     def denoise(self, z_t, z_sc, t, mask, encoder_out):
         return self.decoder(z_t, z_sc, t, mask, encoder_out)
@@ -139,14 +142,17 @@ class FastDiSSTransformerModel(TransformerModel):
         noise_cfg = noise_cfg or TrainingNoiseConfig()
         encoder_out = self.encoder(src_tokens, src_lengths=src_lengths)
         mask = tgt_tokens.ne(self.padding_idx)
-        z0 = self.embed_target(tgt_tokens)
+        table = self.latent_table()  # normalized once; z_0 and every rounding share it
+        z0 = self.embed_target(tgt_tokens, table)
 
         def denoise(z_t, z_sc, t):
             return self.denoise(z_t, z_sc, t, mask, encoder_out)
 
+        def logits_fn(z0_hat):
+            return self.rounding_logits(z0_hat, table)
+
         out = diffusion_training_pass(
-            denoise, z0, mask, self.schedule, noise_cfg,
-            logits_fn=self.rounding_logits, target=tgt_tokens,
+            denoise, z0, mask, self.schedule, noise_cfg, logits_fn=logits_fn, target=tgt_tokens,
         )
         tgt_lengths = mask.sum(-1)
         return {
@@ -155,7 +161,7 @@ class FastDiSSTransformerModel(TransformerModel):
             "mask": mask,
             # rounding logits only at real tokens: a (B, n, V) tensor and its masked copy
             # would cost more than the denoiser's own matmuls at small model sizes
-            "logits": self.rounding_logits(out.z0_hat[mask]),
+            "logits": logits_fn(out.z0_hat[mask]),
             "target": tgt_tokens,
             "length_logits": self.length_logits(encoder_out),
             "length_target": self.length_to_class(tgt_lengths, src_lengths),
