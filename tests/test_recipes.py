@@ -250,7 +250,10 @@ HYDRA_CONFIGS = sorted(os.path.basename(p)[:-5] for p in glob.glob(os.path.join(
 # fairseq-train option of the shell recipe -> the same setting in the hydra config
 SHELL_TO_HYDRA = {
     "--arch": "model._name", "--dropout": "model.dropout",
-    "--pred-length-offset": "model.pred_length_offset",
+    "--pred-length-offset": "model.pred_length_offset", "--noise-scale": "model.noise_scale",
+    "--source-copy-input": "model.source_copy_input",
+    "--encoder-normalize-before": "model.encoder_normalize_before",
+    "--decoder-normalize-before": "model.decoder_normalize_before",
     "--label-smoothing": "criterion.label_smoothing", "--scp": "criterion.scp", "--mans": "criterion.mans",
     "--adam-betas": "optimizer.adam_betas", "--weight-decay": "optimizer.weight_decay",
     "--lr": "optimization.lr.0", "--update-freq": "optimization.update_freq.0",
