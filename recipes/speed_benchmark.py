@@ -16,6 +16,15 @@ training slice, full 2,000-sentence test set) and at the same model size and tra
 
     python recipes/speed_benchmark.py                 # after recipes/ablation.py
     python recipes/speed_benchmark.py --quick --out /tmp/speed-quick
+    # or on the de_en_cpu recipe's data and averaged checkpoint:
+    python recipes/speed_benchmark.py --work runs/speed --data data-bin/de-en-cpu \
+        --fastdiss runs/de_en_cpu/checkpoints/checkpoint_avg.pt --train-minutes 25
+
+A configuration whose warm-up run already takes longer than --single-run-seconds is timed
+once (its warm-up is the timed run): minutes-long runs vary by a few percent, not more, and
+the full table would otherwise not fit in a CPU session. The JSON says how many timed runs
+each figure has. The generator profile at 5 steps (recipes/profile_generator.py) lands beside
+the table as speed_profile.md.
 """
 
 import argparse
@@ -35,8 +44,9 @@ USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
 SIZE = ["--encoder-embed-dim", "256", "--encoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
         "--encoder-layers", "3", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "512",
         "--decoder-attention-heads", "4", "--decoder-layers", "3", "--share-all-embeddings"]
+# fairseq's usual settings for these models; the batch is the FastDiSS recipes' (3,072 tokens).
 OPTIM = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
-         "--warmup-updates", "300", "--clip-norm", "1.0", "--dropout", "0.1", "--max-tokens", "4096"]
+         "--warmup-updates", "300", "--clip-norm", "1.0", "--dropout", "0.1", "--max-tokens", "3072"]
 PEERS = {
     "ar": ["--task", "translation", "--arch", "transformer", "--criterion", "label_smoothed_cross_entropy",
            "--label-smoothing", "0.1"],
@@ -57,18 +67,26 @@ def log(msg):
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def fairseq(module, args, out_path=None, threads=None):
+def start_fairseq(module, args, out_path=None, threads=None):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
-    start = time.perf_counter()
     with open(out_path or os.devnull, "w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
-    wall = time.perf_counter() - start
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finish_fairseq(module, proc):
+    stderr = proc.communicate()[1]
     if proc.returncode != 0:
-        sys.exit(f"speed_benchmark: error: fairseq {module} failed:\n{proc.stderr[-2000:]}")
-    return proc.stderr, wall
+        sys.exit(f"speed_benchmark: error: fairseq {module} failed:\n{stderr[-2000:]}")
+    return stderr
+
+
+def fairseq(module, args, out_path=None, threads=None):
+    start = time.perf_counter()
+    stderr = finish_fairseq(module, start_fairseq(module, args, out_path, threads))
+    return stderr, time.perf_counter() - start
 
 
 def configurations(quick):
@@ -86,6 +104,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"),
                    help="the ablation's work folder (its data-bin and SCP+MANS checkpoint are reused)")
+    p.add_argument("--data", help="binarized data with refs/test.en (default: WORK/data-bin)")
     p.add_argument("--fastdiss", help="FastDiSS checkpoint (default: WORK/scp_mans.seed1/checkpoint_last.pt)")
     p.add_argument("--train-minutes", type=float, default=None,
                    help="training time of AR and CMLM (default: the FastDiSS model's warm start + variant time)")
@@ -93,13 +112,20 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--train-threads", type=int, default=None,
+                   help="threads of each peer's training (default: --threads)")
+    p.add_argument("--train-side-by-side", action="store_true",
+                   help="train AR and CMLM at the same time (e.g. one thread each, as the FastDiSS "
+                        "model of the CPU recipes trained next to the other recipe)")
     p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--single-run-seconds", type=float, default=120.0,
+                   help="a configuration whose warm-up run takes longer is timed once")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
         args.train_minutes = args.train_minutes or 0.5
-    data = os.path.join(args.work, "data-bin")
+    data = args.data or os.path.join(args.work, "data-bin")
     fastdiss = args.fastdiss or os.path.join(args.work, "scp_mans.seed1", "checkpoint_last.pt")
     for path, what in ((data, "data-bin"), (fastdiss, "FastDiSS checkpoint")):
         if not os.path.exists(path):
@@ -114,15 +140,23 @@ def main(argv=None):
     os.makedirs(args.out, exist_ok=True)
     refs = read_refs(os.path.join(data, "refs", "test.en"))
     ckpts = {"fastdiss": fastdiss}
+    training = []
     for peer, peer_args in PEERS.items():
         save = os.path.join(args.work, f"peer_{peer}")
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
         if not os.path.exists(ckpts[peer]):
             log(f"training fairseq {peer} for {args.train_minutes} minutes")
-            fairseq("train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
-                              "--stop-time-hours", args.train_minutes / 60, "--disable-validation",
-                              "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple"],
-                    out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.threads)
+            proc = start_fairseq(
+                "train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
+                          "--stop-time-hours", args.train_minutes / 60, "--disable-validation",
+                          "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple",
+                          "--log-interval", "50"],
+                out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.train_threads or args.threads)
+            training.append(proc)
+            if not args.train_side_by_side:
+                finish_fairseq("train", proc)
+    for proc in training:
+        finish_fairseq("train", proc)
 
     rows = []
     for name, model, extra in configurations(args.quick):
@@ -139,8 +173,10 @@ def main(argv=None):
             m = _SPEED.findall(stderr)[-1]
             sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
             rss = int(re.findall(r"PEAK_RSS_KB (\d+)", stderr)[-1])
-            if r > 0 or args.repeats == 0:
+            if r > 0 or args.repeats == 0 or secs > args.single_run_seconds:
                 runs.append((sents / secs, toks / secs, sents / wall, rss))
+            if r == 0 and secs > args.single_run_seconds:
+                break
         with open(gen_path, encoding="utf-8") as f:
             bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
         row = {"config": name, "model": model, "sacrebleu": bleu,
@@ -152,6 +188,15 @@ def main(argv=None):
         log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
     write_report(rows, args)
+    log("profiling the generator at 5 steps, length beam 5")
+    name = "speed-quick" if args.quick else "speed"
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads))
+    with open(os.path.join(args.out, f"{name}_profile.md"), "w") as out:
+        subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "profile_generator.py"), data,
+                        "--path", fastdiss, "--decoding-steps", "5", "--length-beam", "5",
+                        "--batch-size", str(args.batch_size),
+                        "--json", os.path.join(args.out, f"{name}_profile.json")],
+                       stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
 
 
 def write_report(rows, args):
@@ -161,12 +206,12 @@ def write_report(rows, args):
     ar5 = next(r for r in rows if r["config"] == "AR beam 5")
     lines = [f"# Decoding speed and quality on de-en/test ({'QUICK smoke run' if args.quick else 'CPU'}, "
              f"batch size {args.batch_size}, {args.threads} threads)", "",
-             "| configuration | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 |",
-             "|---|---|---|---|---|---|---|"]
+             "| configuration | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['config']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
-                     f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x |")
+                     f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     import logging

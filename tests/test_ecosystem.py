@@ -209,3 +209,24 @@ def test_step_sweep_writes_table_json_and_plot_matching_fairseq_generate(tiny_da
     detok = dict(re.findall(r"^D-(\d+)\t\S+\t?(.*)$", generated, flags=re.M))
     assert open(out / "hypotheses.2.txt", encoding="utf-8").read().splitlines() == \
         [detok[str(i)] for i in range(SIZES["test"])]
+
+
+def test_generator_profile_splits_wall_time_into_model_passes_and_the_rest(tiny_data, tiny_model, tmp_path):
+    """recipes/profile_generator.py (issue 5's profile): every part timed, K denoiser calls per batch."""
+    ckpt, _ = tiny_model
+    out = tmp_path / "profile.json"
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "recipes", "profile_generator.py"), str(tiny_data), "--path", str(ckpt),
+         "--decoding-steps", "3", "--length-beam", "2", "--batch-size", "5", "--json", str(out)],
+        capture_output=True, text=True, env=ENV, timeout=300, cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.load(open(out))
+    batches = -(-SIZES["test"] // 5)
+    assert report["sentences"] == SIZES["test"] and report["denoiser_calls"] == 3 * batches
+    parts = report["parts_s"]
+    assert parts["denoiser"] > 0 and parts["encoder"] > 0
+    assert report["model_passes_s"] == pytest.approx(
+        sum(parts[k] for k in ("encoder", "length head", "encoder reorder", "denoiser", "rounding logits")))
+    assert sum(parts.values()) == pytest.approx(report["wall_s"])
+    assert "| **everything else** |" in proc.stdout

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Where the FastDiSS generator spends its time: model passes against everything else.
+
+Loads a checkpoint the way fairseq-generate does, decodes a split batch by batch, and times
+each part of `FastDiSSGenerator.generate` with wall-clock timers around
+
+  model passes   the encoder, the length head, the denoiser passes (K per batch), the
+                 rounding logits, and the reordering of the encoder states per candidate;
+  bookkeeping    per-sentence seeded noise, candidate ranking and hypothesis building
+                 (`_finalize`), the sampler's own arithmetic (DDIM updates, softmax), and
+                 what fairseq-generate does per sentence after the generator (token ids to
+                 text, BPE removal).
+
+    python recipes/profile_generator.py DATA --path CKPT [--decoding-steps 5] [--length-beam 5]
+        [--batch-size 100] [--subset test] [--json out.json]
+
+Timers cost a few microseconds per call, negligible against the passes they surround.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
+
+MODEL_PARTS = ("encoder", "length head", "encoder reorder", "denoiser", "rounding logits")
+
+
+def timed(fn, totals, name):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[name] += time.perf_counter() - start
+
+    return wrapper
+
+
+def load(args):
+    from fairseq import checkpoint_utils, options, tasks, utils
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    parser = options.get_generation_parser()
+    ns = options.parse_args_and_arch(parser, [
+        args.data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", args.path,
+        "--gen-subset", args.subset, "--decoding-steps", str(args.decoding_steps),
+        "--length-beam", str(args.length_beam), "--batch-size", str(args.batch_size),
+        "--required-batch-size-multiple", "1", "--seed", "1", "--cpu",
+    ])
+    cfg = convert_namespace_to_omegaconf(ns)
+    utils.import_user_module(cfg.common)
+    task = tasks.setup_task(cfg.task)
+    task.load_dataset(args.subset)
+    models, _ = checkpoint_utils.load_model_ensemble([args.path], task=task)
+    model = models[0].eval()
+    generator = task.build_generator([model], cfg.generation)
+    batches = task.get_batch_iterator(
+        dataset=task.dataset(args.subset), max_sentences=args.batch_size,
+        required_batch_size_multiple=1, seed=1,
+    ).next_epoch_itr(shuffle=False)
+    return task, model, generator, batches
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("data")
+    p.add_argument("--path", required=True)
+    p.add_argument("--subset", default="test")
+    p.add_argument("--decoding-steps", type=int, default=5)
+    p.add_argument("--length-beam", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--json", help="also write the figures here")
+    args = p.parse_args(argv)
+    for path in (args.data, args.path):
+        if not os.path.exists(path):
+            sys.exit(f"profile_generator: error: {path} does not exist")
+
+    import torch
+
+    torch.manual_seed(1)
+    task, model, generator, batches = load(args)
+    totals = defaultdict(float)
+    model.encoder.forward = timed(model.encoder.forward, totals, "encoder")
+    model.encoder.reorder_encoder_out = timed(model.encoder.reorder_encoder_out, totals, "encoder reorder")
+    model.length_logits = timed(model.length_logits, totals, "length head")
+    model.denoise = timed(model.denoise, totals, "denoiser")
+    model.rounding_logits = timed(model.rounding_logits, totals, "rounding logits")
+    generator._candidate_noise = timed(generator._candidate_noise, totals, "seeded noise")
+    generator._finalize = timed(generator._finalize, totals, "ranking + hypotheses")
+
+    tgt_dict = task.target_dictionary
+    generate_s = post_s = 0.0
+    sentences = 0
+    for sample in batches:
+        start = time.perf_counter()
+        hypos = task.inference_step(generator, [model], sample)
+        generate_s += time.perf_counter() - start
+        start = time.perf_counter()
+        for h in hypos:  # what fairseq-generate does with each sentence's best hypothesis
+            tgt_dict.string(h[0]["tokens"].int(), "subword_nmt",
+                            extra_symbols_to_ignore=generator.symbols_to_strip_from_output)
+        post_s += time.perf_counter() - start
+        sentences += len(hypos)
+
+    model_s = sum(totals[k] for k in MODEL_PARTS)
+    rows = [(k, totals[k]) for k in MODEL_PARTS]
+    rows += [("seeded noise", totals["seeded noise"]), ("ranking + hypotheses", totals["ranking + hypotheses"]),
+             ("sampler arithmetic, other", generate_s - model_s - totals["seeded noise"]
+              - totals["ranking + hypotheses"]),
+             ("ids -> text, BPE removal", post_s)]
+    wall = generate_s + post_s
+    print(f"# Generator profile: {sentences} sentences, {args.decoding_steps} steps, length beam "
+          f"{args.length_beam}, batch {args.batch_size}, {torch.get_num_threads()} threads\n")
+    print("| part | seconds | share of wall |\n|---|---|---|")
+    for name, secs in rows:
+        print(f"| {name} | {secs:.2f} | {100 * secs / wall:.1f}% |")
+    print(f"| **model passes** | {model_s:.2f} | {100 * model_s / wall:.1f}% |")
+    print(f"| **everything else** | {wall - model_s:.2f} | {100 * (wall - model_s) / wall:.1f}% |")
+    print(f"| total | {wall:.2f} | {sentences / wall:.1f} sentences/s |")
+    print(f"\ndenoiser calls: {generator.denoiser_calls} for {len(batches)} batches")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"settings": vars(args), "sentences": sentences, "wall_s": wall,
+                       "model_passes_s": model_s, "parts_s": dict(rows),
+                       "denoiser_calls": generator.denoiser_calls}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
