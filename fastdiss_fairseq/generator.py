@@ -124,11 +124,12 @@ class FastDiSSGenerator:
         lengths = lengths.repeat_interleave(cfg.noise_samples, dim=1)  # B x C
         cands = lengths.size(1)
 
-        order = torch.arange(bsz, device=device).repeat_interleave(cands)
-        encoder_out = model.encoder.reorder_encoder_out(encoder_out, order)
+        # A sentence's C candidates are contiguous rows of the B*C batch; the source side
+        # (cross-attention keys and values, source copy) is computed once for all K steps.
         flat_lengths = lengths.reshape(-1)
         n_max = int(flat_lengths.max())
         mask = torch.arange(n_max, device=device)[None, :] < flat_lengths[:, None]
+        cache = model.decoder.inference_cache(encoder_out, cands, mask)
 
         eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim).to(device)
         z_start = model.schedule.sigma(torch.ones((), device=device)) * eps.to(
@@ -143,7 +144,7 @@ class FastDiSSGenerator:
 
         def denoise(z_t, z_sc, t):
             self.denoiser_calls += 1
-            return model.denoise(z_t, z_sc, t, mask, encoder_out)
+            return model.denoise(z_t, z_sc, t, mask, encoder_out, cache=cache)
 
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(),

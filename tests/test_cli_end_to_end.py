@@ -93,6 +93,33 @@ def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
     assert scores == sorted(scores, reverse=True), "candidates are ranked best first"
 
 
+def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, tiny_model):
+    """The generator computes the source side (cross-attention keys/values per sentence, the
+    source copy) once per call; the denoiser output must equal the per-candidate recomputation."""
+    from fairseq import checkpoint_utils
+
+    ckpt, _ = tiny_model
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(tiny_data)})
+    model = models[0].eval()
+    torch.manual_seed(0)
+    dim = model.decoder.layers[0].embed_dim
+    model.decoder.source_copy_proj = torch.nn.Linear(dim, dim)  # exercise the cached copy too
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=4).next_epoch_itr(shuffle=False))
+    bsz, cands, n = batch["nsentences"], 3, 7
+    with torch.no_grad():
+        enc = model.encoder(batch["net_input"]["src_tokens"], src_lengths=batch["net_input"]["src_lengths"])
+        mask = torch.arange(n)[None, :] < torch.randint(2, n + 1, (bsz * cands, 1))
+        z_t, z_sc = torch.randn(2, bsz * cands, n, model.latent_dim)
+        t = torch.rand(bsz * cands, 1).expand(-1, n)
+        order = torch.arange(bsz).repeat_interleave(cands)
+        plain = model.denoise(z_t, z_sc, t, mask, model.encoder.reorder_encoder_out(enc, order))
+        cache = model.decoder.inference_cache(enc, cands, mask)
+        for _ in range(2):  # a second step reuses the cache
+            cached = model.denoise(z_t, z_sc, t, mask, enc, cache=cache)
+            assert torch.allclose(plain[mask], cached[mask], atol=1e-5)
+
+
 def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):
     common = [tiny_data, *TINY_TRAIN_ARGS, "--save-dir", tmp_path,
               "--eval-bleu", "--eval-bleu-remove-bpe", "--eval-bleu-detok", "space"]

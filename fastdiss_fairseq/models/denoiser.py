@@ -7,6 +7,8 @@ token its own noise level.
 """
 
 import math
+from dataclasses import dataclass
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -51,6 +53,21 @@ def uniform_copy(encoder_states, encoder_padding_mask, tgt_mask):
     return states.gather(1, index.unsqueeze(-1).expand(-1, -1, states.size(-1)))
 
 
+@dataclass
+class InferenceCache:
+    """What stays fixed over the K denoiser passes of one generation call.
+
+    attention_state: fairseq incremental state holding every layer's cross-attention keys and
+        values, computed once per *sentence* (fairseq's MultiheadAttention lets B x C queries
+        attend to B sentences' keys when a sentence's C candidates are contiguous); without it
+        every step would recompute them for every candidate.
+    source_copy: the projected uniform copy of the source (B*C, n, dim), or None.
+    """
+
+    attention_state: Dict[str, Dict[str, Optional[torch.Tensor]]]
+    source_copy: Optional[torch.Tensor]
+
+
 class DiffusionDenoiser(FairseqDecoder):
     def __init__(self, args, dictionary, latent_dim: int):
         super().__init__(dictionary)
@@ -77,8 +94,38 @@ class DiffusionDenoiser(FairseqDecoder):
             nn.Linear(cfg.encoder.embed_dim, dim) if getattr(args, "source_copy_input", False) else None
         )
 
-    def forward(self, z_t, z_sc, t, mask, encoder_out):
-        """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d)."""
+    def time_embedding(self, t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(B, n) -> (B, n, dim). The MLP runs once per distinct level: a sampler step (and a
+        training pass without MANS) has one level per sentence, not one per token."""
+        levels, index = torch.unique(t, return_inverse=True)
+        return self.time_mlp(timestep_features(levels, self.time_mlp[0].in_features).to(dtype))[index]
+
+    def inference_cache(self, encoder_out, candidates: int, mask) -> InferenceCache:
+        """encoder_out of B sentences; each has `candidates` contiguous rows in the B*C batch
+        that `mask` (B*C, n) describes."""
+        enc = encoder_out["encoder_out"][0]  # S x B x C
+        enc_pad = encoder_out["encoder_padding_mask"]
+        enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
+        src_len, bsz, _ = enc.shape
+        state: Dict[str, Dict[str, Optional[torch.Tensor]]] = {}
+        for layer in self.layers:
+            attn = layer.encoder_attn
+            k = attn.k_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
+            v = attn.v_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
+            attn._set_input_buffer(state, {"prev_key": k.contiguous(), "prev_value": v.contiguous(),
+                                           "prev_key_padding_mask": enc_pad})
+        source_copy = None
+        if self.source_copy_proj is not None:
+            rows = torch.arange(bsz, device=enc.device).repeat_interleave(candidates)
+            source_copy = self.source_copy_proj(uniform_copy(
+                enc.index_select(1, rows), None if enc_pad is None else enc_pad.index_select(0, rows), mask,
+            ))
+        return InferenceCache(state, source_copy)
+
+    def forward(self, z_t, z_sc, t, mask, encoder_out, cache: Optional[InferenceCache] = None):
+        """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d).
+
+        With `cache` (generation), encoder_out is the sentence-level one the cache was built from."""
         # PositionalEmbedding numbers positions from the non-pad entries of a token tensor.
         pseudo_tokens = torch.where(
             mask, torch.full_like(mask, self.padding_idx + 1, dtype=torch.long),
@@ -86,18 +133,26 @@ class DiffusionDenoiser(FairseqDecoder):
         )
         x = self.input_proj(torch.cat([z_t, z_sc], dim=-1))
         x = x + self.embed_positions(pseudo_tokens)
-        x = x + self.time_mlp(timestep_features(t, x.size(-1)).to(x.dtype))
+        x = x + self.time_embedding(t, x.dtype)
         enc = encoder_out["encoder_out"][0]
         enc_pad = encoder_out["encoder_padding_mask"]
         enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
-        if self.source_copy_proj is not None:
+        if cache is not None and cache.source_copy is not None:
+            x = x + cache.source_copy
+        elif self.source_copy_proj is not None:
             x = x + self.source_copy_proj(uniform_copy(enc, enc_pad, mask))
         x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
 
         self_pad = ~mask
+        state = cache.attention_state if cache is not None else None
         for layer in self.layers:
+            if state is not None:
+                # The incremental state is there for the cached cross-attention keys; the
+                # self-attention must see the whole sequence afresh at every step.
+                layer.self_attn._set_input_buffer(state, {})
             x, _, _ = layer(
-                x, enc, enc_pad, self_attn_mask=None, self_attn_padding_mask=self_pad
+                x, enc, enc_pad, incremental_state=state,
+                self_attn_mask=None, self_attn_padding_mask=self_pad,
             )
         if self.layer_norm is not None:
             x = self.layer_norm(x)

@@ -107,8 +107,8 @@ class FastDiSSTransformerModel(TransformerModel):
         table = self.latent_table() if table is None else table
         return z0_hat @ table.t() / math.sqrt(self.latent_dim)
 
-    def denoise(self, z_t, z_sc, t, mask, encoder_out):
-        return self.decoder(z_t, z_sc, t, mask, encoder_out)
+    def denoise(self, z_t, z_sc, t, mask, encoder_out, cache=None):
+        return self.decoder(z_t, z_sc, t, mask, encoder_out, cache=cache)
 
     def length_logits(self, encoder_out) -> torch.Tensor:
         enc = encoder_out["encoder_out"][0].transpose(0, 1)  # B x T x C
