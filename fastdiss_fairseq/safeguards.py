@@ -9,6 +9,9 @@ the problem, or applies a documented safe behaviour:
 - a data folder without dictionaries, or whose language pair cannot be inferred, is refused;
 - a checkpoint whose dictionary size differs from the data folder's is refused with both sizes;
 - a split whose binarized files are missing or hold 0 sentences is refused;
+- a valid/test split with a sentence longer than --max-source/target-positions is refused when
+  it is loaded, naming the sentence (fairseq stops with a traceback when it batches it, after
+  training); --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
@@ -99,6 +102,23 @@ def missing_split_error(data_path: str, split: str, src: str, tgt: str) -> FastD
     return FastDiSSError(
         f"no split '{split}' in {data_path} (expected {split}.{src}-{tgt}.{src}.bin/.idx "
         f"from fairseq-preprocess); choose another one with --gen-subset / --valid-subset"
+    )
+
+
+def check_evaluation_lengths(dataset, split: str, max_positions) -> None:
+    """A held-out sentence over the position limits: one line, before any decoding, instead
+    of fairseq's traceback (generation would otherwise stop at that batch)."""
+    import numpy as np
+
+    _, too_long = dataset.filter_indices_by_size(np.arange(len(dataset)), max_positions)
+    if len(too_long) == 0:
+        return
+    first = int(too_long[0])
+    raise FastDiSSError(
+        f"split {split}: {len(too_long)} sentence(s) longer than the model's positions {max_positions} "
+        f"(sentence {first} has {int(dataset.src_sizes[first])} source and "
+        f"{int(dataset.tgt_sizes[first]) if dataset.tgt_sizes is not None else 0} target tokens); add "
+        "--truncate-source, or --skip-invalid-size-inputs-valid-test to leave them out of the scores"
     )
 
 

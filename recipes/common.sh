@@ -90,6 +90,13 @@ apply_defaults() {
     TRAIN_MINUTES="${TRAIN_MINUTES:-}"
     CKPT="$OUT/checkpoints"
     AVG="$CKPT/checkpoint_avg.pt"
+    # A summarization source is a whole document and may exceed the model's 1,024 positions
+    # (debdesc-summ/test has a 1,845-subword description): truncated, as summarization
+    # setups do, in training and decoding alike.
+    TRUNCATE=()
+    if [ "$KIND" = summarization ]; then
+        TRUNCATE=(--truncate-source)
+    fi
 }
 
 # One-line errors for bad knobs, before any time is spent.
@@ -177,7 +184,7 @@ train_command() {
     split_words "${MODEL_ARGS:-}"
     TRAIN_CMD+=("${WORDS[@]}" --criterion fastdiss_loss --label-smoothing "$LABEL_SMOOTHING")
     split_words "${FASTDISS_ARGS:-}"
-    TRAIN_CMD+=("${WORDS[@]}"
+    TRAIN_CMD+=("${WORDS[@]}" "${TRUNCATE[@]}"
         --optimizer adam --adam-betas '(0.9,0.98)' --weight-decay "$WEIGHT_DECAY" --clip-norm "$CLIP_NORM"
         --lr "$LR" --lr-scheduler inverse_sqrt --warmup-updates "$WARMUP" --warmup-init-lr "$WARMUP_INIT_LR"
         --max-tokens "$TOKENS_PER_DEVICE" --update-freq "$UPDATE_FREQ" --max-update "$MAX_UPDATE"
@@ -208,7 +215,7 @@ train_command() {
 
 generate_command() {
     local steps="$1"
-    GEN_CMD=(fairseq-generate "$DATA" --user-dir "$USER_DIR" --task fastdiss_translation
+    GEN_CMD=(fairseq-generate "$DATA" --user-dir "$USER_DIR" --task fastdiss_translation "${TRUNCATE[@]}"
         --source-lang "$SRC" --target-lang "$TGT" --path "$AVG" --gen-subset "$GEN_SUBSET"
         --decoding-steps "$steps" --length-beam "$LENGTH_BEAM" --noise-samples "$NOISE_SAMPLES"
         --max-tokens "$GEN_MAX_TOKENS" --remove-bpe --seed 1)

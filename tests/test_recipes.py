@@ -266,6 +266,7 @@ SHELL_TO_HYDRA = {
     "--distributed-world-size": "distributed_training.distributed_world_size",
     "--ddp-backend": "distributed_training.ddp_backend",
     "--source-lang": "task.source_lang", "--target-lang": "task.target_lang",
+    "--truncate-source": "task.truncate_source",
     "--cpu": "common.cpu", "--fp16": "common.fp16", "--seed": "common.seed",
     "--log-interval": "common.log_interval", "--num-workers": "dataset.num_workers",
     "--no-epoch-checkpoints": "checkpoint.no_epoch_checkpoints",

@@ -135,6 +135,18 @@ def test_empty_test_set_is_one_line(tiny_data, tiny_model, tmp_path):
     assert_one_line_error(proc, "split 'test'", "has 0 sentences")
 
 
+def test_test_sentence_over_the_position_limit_is_one_line_and_truncate_source_fixes_it(tiny_data, tiny_model):
+    """A 1,845-token Debian description in debdesc-summ/test stopped fairseq-generate with a
+    traceback after 25 minutes of training; now one line says what to add."""
+    ckpt, _ = tiny_model
+    limit = ["--max-source-positions", "6"]  # the tiny test sources are longer than 6 subwords
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *limit, check=False)
+    assert_one_line_error(proc, "split test:", "longer than the model's positions", "--truncate-source")
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *limit, "--truncate-source", check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(re.findall(r"^H-\d+", proc.stdout, flags=re.M)) == 13
+
+
 # ---- numerical faults ------------------------------------------------------------------------
 
 def test_nan_loss_stops_in_one_line_and_writes_no_checkpoint(tiny_data, tiny_model, tmp_path):

@@ -82,10 +82,15 @@ class FastDiSSTranslationTask(TranslationTask):
         # would silently go unscored. Only the training split may lose its remainder.
         if dataset is not self.datasets.get(self.cfg.train_subset):
             required_batch_size_multiple = 1
+            if not ignore_invalid_inputs and max_positions is not None:
+                safeguards.check_evaluation_lengths(dataset, self.split_name(dataset), max_positions)
         return super().get_batch_iterator(
             dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
             required_batch_size_multiple, **kwargs,
         )
+
+    def split_name(self, dataset) -> str:
+        return next((name for name, d in self.datasets.items() if d is dataset), "given")
 
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         for model in models:
