@@ -160,10 +160,13 @@ def main(argv=None):
 
     rows = []
     for name, model, extra in configurations(args.quick):
+        # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
+        # fairseq's own checkpoints (weights_only); the plugin allowlists what they pickle.
         common = [data, "--path", ckpts[model], "--gen-subset", "test", "--batch-size", args.batch_size,
-                  "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1", *extra]
+                  "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1",
+                  "--user-dir", USER_DIR, *extra]
         if model == "fastdiss":
-            common += ["--user-dir", USER_DIR, "--task", "fastdiss_translation"]
+            common += ["--task", "fastdiss_translation"]
         elif model == "cmlm":
             common += ["--task", "translation_lev"]
         gen_path = os.path.join(args.work, f"speed.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
