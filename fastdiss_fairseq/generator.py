@@ -139,8 +139,10 @@ class FastDiSSGenerator:
         special = model.special_symbol_mask
         table = model.latent_table()  # fixed during generation: normalized once, not per step
 
-        def logits_fn(z0_hat):  # in place: the logits are a fresh (B*C, n, V) tensor
-            return model.rounding_logits(z0_hat, table).masked_fill_(special, float("-inf"))
+        special_ids = special.nonzero().squeeze(-1)
+
+        def logits_fn(z0_hat):  # in place, a few columns: the logits are a fresh (B*C, n, V) tensor
+            return model.rounding_logits(z0_hat, table).index_fill_(-1, special_ids, float("-inf"))
 
         def denoise(z_t, z_sc, t):
             self.denoiser_calls += 1
