@@ -9,9 +9,9 @@ the problem, or applies a documented safe behaviour:
 - a data folder without dictionaries, or whose language pair cannot be inferred, is refused;
 - a checkpoint whose dictionary size differs from the data folder's is refused with both sizes;
 - a split whose binarized files are missing or hold 0 sentences is refused;
-- a valid/test split with a sentence longer than --max-source/target-positions is refused when
-  it is loaded, naming the sentence (fairseq stops with a traceback when it batches it, after
-  training); --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
+- a valid/test split with a sentence longer than the model's positions is refused when it is
+  batched, before any decoding, naming the sentence (fairseq stopped with a traceback);
+  --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty

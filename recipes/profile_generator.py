@@ -25,7 +25,7 @@ import time
 from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
+sys.path.insert(0, ROOT)
 
 MODEL_PARTS = ("encoder", "length head", "encoder reorder", "denoiser", "rounding logits")
 
@@ -42,28 +42,15 @@ def timed(fn, totals, name):
 
 
 def load(args):
-    from fairseq import checkpoint_utils, options, tasks, utils
-    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+    """Model, task, generator and batches exactly as the step-sweep tool (and fairseq-generate) has them."""
+    from fastdiss_fairseq.step_sweep import Sweep
 
-    parser = options.get_generation_parser()
-    ns = options.parse_args_and_arch(parser, [
-        args.data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", args.path,
-        "--gen-subset", args.subset, "--decoding-steps", str(args.decoding_steps),
-        "--length-beam", str(args.length_beam), "--batch-size", str(args.batch_size),
-        "--required-batch-size-multiple", "1", "--seed", "1", "--cpu",
-    ])
-    cfg = convert_namespace_to_omegaconf(ns)
-    utils.import_user_module(cfg.common)
-    task = tasks.setup_task(cfg.task)
-    task.load_dataset(args.subset)
-    models, _ = checkpoint_utils.load_model_ensemble([args.path], task=task)
-    model = models[0].eval()
-    generator = task.build_generator([model], cfg.generation)
-    batches = task.get_batch_iterator(
-        dataset=task.dataset(args.subset), max_sentences=args.batch_size,
-        required_batch_size_multiple=1, seed=1,
-    ).next_epoch_itr(shuffle=False)
-    return task, model, generator, batches
+    sweep = Sweep(argparse.Namespace(
+        data=args.data, path=args.path, subset=args.subset, batch_size=args.batch_size, max_tokens=None,
+        length_beam=args.length_beam, noise_samples=None, seed=1, remove_bpe="subword_nmt",
+        tokenizer="none", cpu=True,
+    ))
+    return sweep.task, sweep.model, sweep.generator(args.decoding_steps), sweep.batches()
 
 
 def main(argv=None):
