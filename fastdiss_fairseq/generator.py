@@ -150,14 +150,17 @@ class FastDiSSGenerator:
 
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(),
-            clamp_fn=lambda logits: table[logits.argmax(-1)],
+            clamp_fn=lambda logits: table[logits.argmax(-1)], final_logits=False,
         )
-        # log p(argmax) = max logit - logsumexp: no (B*C, n, V) log_softmax copy, which cost
-        # a sixth of the generator's time and most of its memory at length beam 5
-        logits = out.logits.float()
-        top, tokens = logits.max(-1)  # (B*C, n)
-        token_scores = top - torch.logsumexp(logits, dim=-1)
-        token_scores = token_scores.masked_fill(~mask, 0.0)
+        # Round only the real positions: padding is a fifth or more of a length-beam batch,
+        # and the (positions, V) logits and their logsumexp are most of what is left outside
+        # the denoiser. log p(argmax) = max logit - logsumexp, without a log_softmax copy.
+        logits = logits_fn(out.z0_hat[mask]).float()  # (real positions, V)
+        top, real_tokens = logits.max(-1)
+        tokens = torch.full(mask.shape, self.pad, dtype=torch.long, device=device)
+        tokens[mask] = real_tokens
+        token_scores = torch.zeros(mask.shape, dtype=logits.dtype, device=device)
+        token_scores[mask] = top - torch.logsumexp(logits, dim=-1)
         scores = token_scores.sum(-1) / flat_lengths.to(token_scores.dtype)
 
         return self._finalize(tokens, token_scores, scores, flat_lengths, bsz, cands)

@@ -11,6 +11,11 @@ import sys
 
 import pytest
 
+# Tests that load checkpoints in-process (fairseq's Python API) need what --user-dir gives the
+# CLIs: the plugin's registrations and its torch.load allowlist. Imported here, not by whichever
+# test happens to run first.
+import fastdiss_fairseq  # noqa: F401,E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUNDLED = os.path.join(ROOT, "user_dir_examples", "data", "de-en")
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")

@@ -131,3 +131,37 @@ def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):
     log = second.stdout + second.stderr
     assert re.search(r"Loaded checkpoint .*\(epoch \d+ @ 12 updates\)", log), log[-2000:]
     assert "num_updates 15" in log
+
+
+def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny_model, monkeypatch):
+    """The generator rounds only unpadded positions (speed); tokens and positional scores must
+    be those of a log_softmax over the full padded batch of the sampler's last estimate."""
+    from fairseq import checkpoint_utils
+
+    import fastdiss_fairseq.generator as generator_module
+
+    captured = {}
+
+    def capturing_sampler(*args, **kwargs):
+        out = generator_module.sample_unpatched(*args, **kwargs)
+        captured["z0_hat"] = out.z0_hat
+        return out
+
+    monkeypatch.setattr(generator_module, "sample_unpatched", generator_module.run_sampler, raising=False)
+    monkeypatch.setattr(generator_module, "run_sampler", capturing_sampler)
+    ckpt, _ = tiny_model
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 3, "length_beam": 1}
+    )
+    model = models[0].eval()
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=6).next_epoch_itr(shuffle=False))
+    hypos = task.build_generator(models, None).generate(models, batch)
+    with torch.no_grad():
+        logits = model.rounding_logits(captured["z0_hat"]).float()
+        logits[..., model.special_symbol_mask] = float("-inf")
+        lprobs, tokens = logits.log_softmax(-1).max(-1)
+    for b, (best,) in enumerate(hypos):
+        n = len(best["tokens"]) - 1
+        assert best["tokens"][:n].tolist() == tokens[b, :n].tolist()
+        assert torch.allclose(best["positional_scores"][:n], lprobs[b, :n], atol=1e-4)

@@ -36,7 +36,7 @@ class SamplerConfig:
 
 
 class SamplerOutput(NamedTuple):
-    logits: torch.Tensor  # (B, n, V) of the last estimate
+    logits: Optional[torch.Tensor]  # (B, n, V) of the last estimate; None if not asked for
     z0_hat: torch.Tensor  # (B, n, d)
     denoiser_calls: int
 
@@ -53,10 +53,13 @@ def sample(
     schedule: NoiseSchedule,
     cfg: SamplerConfig,
     clamp_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+    final_logits: bool = True,
 ) -> SamplerOutput:
     """Runs the K-step sampler from z_start = z_1 (already scaled noise), (B, n, d).
 
     clamp_fn maps logits to the embeddings of their argmax tokens; needed when clamping.
+    final_logits=False leaves the last rounding to the caller (the generator rounds only the
+    real, unpadded positions).
     """
     cfg.validate()
     if cfg.clamping and clamp_fn is None:
@@ -86,5 +89,5 @@ def sample(
         t_next = times[k + 1]
         eps_hat = (z - schedule.alpha(t[..., None]) * z0_update) / schedule.sigma(t[..., None])
         z = schedule.alpha(t_next) * z0_update + schedule.sigma(t_next) * eps_hat
-    logits = logits_fn(z0_hat)
+    logits = logits_fn(z0_hat) if final_logits else None
     return SamplerOutput(logits, z0_hat, calls)

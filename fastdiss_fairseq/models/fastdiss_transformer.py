@@ -103,9 +103,10 @@ class FastDiSSTransformerModel(TransformerModel):
         """table: latent_table(), when the caller already has it (it is the same for every
         pass of one forward or one generation call)."""
         # logits = z0_hat E^T / sqrt(d): both have norm about sqrt(d), so the 1/sqrt(d)
-        # temperature keeps the logits in +-sqrt(d) instead of +-d.
+        # temperature keeps the logits in +-sqrt(d) instead of +-d. The scale is applied to
+        # z0_hat (n x d), not to the n x V product.
         table = self.latent_table() if table is None else table
-        return z0_hat @ table.t() / math.sqrt(self.latent_dim)
+        return (z0_hat / math.sqrt(self.latent_dim)) @ table.t()
 
     def denoise(self, z_t, z_sc, t, mask, encoder_out, cache=None):
         return self.decoder(z_t, z_sc, t, mask, encoder_out, cache=cache)
