@@ -28,8 +28,12 @@ from multiprocessing import Pool
 SPLITS = ("train", "valid", "test")
 
 
+# Error prefix; scripts that reuse this module's readers (distill.py) set their own name.
+PROG = "prepare_parallel"
+
+
 def fail(msg: str) -> None:
-    sys.exit(f"prepare_parallel: error: {msg}")
+    sys.exit(f"{PROG}: error: {msg}")
 
 
 def raw_path(folder: str, split: str, lang: str) -> str:

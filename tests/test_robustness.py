@@ -81,14 +81,8 @@ def test_one_line_report_finds_the_user_error_behind_fairseqs_wrappers():
 
 # ---- checkpoints and data that do not fit -------------------------------------------------------
 
-def test_checkpoint_of_another_model_is_one_line(tiny_data, tmp_path):
-    run_cli("train", tiny_data, "--task", "translation", "--arch", "transformer", "--share-all-embeddings",
-            "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
-            "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16",
-            "--encoder-attention-heads", "1", "--decoder-attention-heads", "1", "--optimizer", "adam",
-            "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "1", "--disable-validation",
-            "--no-epoch-checkpoints", "--num-workers", "0", "--cpu", "--save-dir", tmp_path)
-    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tmp_path / "checkpoint_last.pt", check=False)
+def test_checkpoint_of_another_model_is_one_line(tiny_data, tiny_ar_model):
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tiny_ar_model, check=False)
     assert_one_line_error(proc, "not a FastDiSS model", "'transformer'")
 
 

@@ -1,0 +1,49 @@
+"""preprocess/distill.py: a teacher's translations replace the training targets, through the
+stock fairseq-interactive; valid/test keep the human references."""
+
+import gzip
+import os
+import subprocess
+import sys
+
+from conftest import ROOT, SIZES
+
+SCRIPT = os.path.join(ROOT, "preprocess", "distill.py")
+
+
+def run_distill(*args):
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def read_gz(path):
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        return f.read().splitlines()
+
+
+def test_distill_replaces_train_targets_only(tiny_raw, tiny_data, tiny_ar_model, tmp_path):
+    out = tmp_path / "distilled"
+    proc = run_distill("--raw", tiny_raw, "--src", "de", "--tgt", "en", "--teacher", tiny_ar_model,
+                       "--teacher-data", tiny_data, "--beam", "2", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_de, train_en = read_gz(out / "train.de.gz"), read_gz(out / "train.en.gz")
+    assert len(train_de) == len(train_en) == SIZES["train"]
+    assert train_de == (tiny_raw / "train.de").read_text(encoding="utf-8").splitlines()
+    references = (tiny_raw / "train.en").read_text(encoding="utf-8").splitlines()
+    assert train_en != references, "training targets are the teacher's, not the references"
+    for split in ("valid", "test"):
+        for lang in ("de", "en"):
+            assert read_gz(out / f"{split}.{lang}.gz") == (tiny_raw / f"{split}.{lang}").read_text(
+                encoding="utf-8").splitlines()
+    assert (out / "distill.json").exists()
+
+
+def test_distill_bad_input_is_one_line(tiny_raw, tiny_data, tmp_path):
+    proc = run_distill("--raw", tiny_raw, "--src", "de", "--tgt", "en", "--teacher", tmp_path / "none.pt",
+                       "--teacher-data", tiny_data, "--out", tmp_path / "o")
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"distill: error: --teacher checkpoint not found: {tmp_path / 'none.pt'}"]
+    proc = run_distill("--raw", tmp_path, "--src", "de", "--tgt", "en", "--teacher", "x", "--teacher-data", "y",
+                       "--out", tmp_path / "o")
+    assert proc.stderr.strip() == f"distill: error: missing train.de[.gz] in {tmp_path}"
