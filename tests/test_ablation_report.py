@@ -1,0 +1,64 @@
+"""recipes/ablation.py's report: the issue's targets judged from the table, and the rewrite of
+the table and plot from a finished run's JSON (--report-from). The benchmark itself runs for
+hours; its --quick mode is a manual smoke run, not a test."""
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+import ablation  # noqa: E402
+
+STEPS = [1, 2, 5, 50]
+
+
+def finished_run(scores):
+    """A results dict as ablation.py writes it; scores[(variant, seed)] = {steps: BLEU}."""
+    runs = [{"variant": v, "seed": seed, "steps": k, "sacrebleu": b, "sentences_per_s": 1.0}
+            for (v, seed), by_k in scores.items() for k, b in by_k.items()]
+    settings = {"steps": STEPS, "seeds": [1, 2], "variant_updates": 400, "bpe_merges": 6000,
+                "max_words": 30, "length_beam": 1, "quick": False}
+    sweep = [{"setting": "defaults", "flags": ["--scp", "--mans"], "steps": k, "sacrebleu_valid": 1.0}
+             for k in ablation.SWEEP_STEPS]
+    return {"settings": settings, "warm_updates": 3000, "runs": runs, "sweep": sweep,
+            "baseline_curve": [{"updates": 1000, "steps": 50, "sacrebleu": 4.0}]}
+
+
+def target_table(lines):
+    return {row.split(" | ")[0].lstrip("| "): row.split(" | ")[-1].rstrip(" |") for row in lines if row.startswith("| ")}
+
+
+def test_targets_met_on_a_real_baseline():
+    results = finished_run({
+        ("baseline", 1): {1: 9.0, 2: 10.0, 5: 11.0, 50: 12.0},
+        ("scp_mans", 1): {1: 11.5, 2: 12.0, 5: 12.3, 50: 12.5},
+        ("baseline", 2): {5: 11.2}, ("scp_mans", 2): {5: 12.1},
+    })
+    cell = {(r["variant"], r["seed"], r["steps"]): r["sacrebleu"] for r in results["runs"]}
+    lines = ablation.target_lines(cell, 1, [1, 2])
+    verdicts = {k: v for k, v in target_table(lines).items() if not k.startswith(("target", "FastDiSS - baseline"))}
+    assert len(verdicts) == 4 and set(verdicts.values()) == {"yes"}, verdicts
+    assert not any("inconclusive" in line for line in lines)
+    assert "spread 0.40" in lines[-1]
+
+
+def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
+    results = finished_run({
+        ("baseline", 1): {1: 1.0, 2: 1.5, 5: 2.0, 50: 3.0},
+        ("scp_mans", 1): {1: 1.0, 2: 1.2, 5: 2.1, 50: 3.2},
+        ("baseline", 2): {5: 2.0}, ("scp_mans", 2): {5: 2.1},
+    })
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(results))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--report-from",
+                           str(path), "--out", str(tmp_path / "docs")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "docs" / "ablation.md").read_text()
+    assert "| baseline | 1.00 | 1.50 | 2.00 | 3.00 |" in report
+    assert "below the bar of 10: the variant comparison is **inconclusive**" in report
+    assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference) | +0.10 | no |" in report
+    assert "| defaults | `--scp --mans` |" in report and "| SacreBLEU | 4.00 |" in report
+    assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
