@@ -5,7 +5,10 @@ Loads a checkpoint the way fairseq-generate does, decodes a split batch by batch
 each part of `FastDiSSGenerator.generate` with wall-clock timers around
 
   model passes   the encoder, the length head, the denoiser passes (K per batch), the
-                 rounding logits, and the reordering of the encoder states per candidate;
+                 rounding logits (and the normalized embedding table they use), the
+                 reordering of the encoder states per candidate, and the source side of the
+                 denoiser computed once per batch (cross-attention keys/values, source copy:
+                 part of every denoiser pass before they were hoisted into the cache);
   bookkeeping    per-sentence seeded noise, candidate ranking and hypothesis building
                  (`_finalize`), the sampler's own arithmetic (DDIM updates, softmax), and
                  what fairseq-generate does per sentence after the generator (token ids to
@@ -27,7 +30,8 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-MODEL_PARTS = ("encoder", "length head", "encoder reorder", "denoiser", "rounding logits")
+MODEL_PARTS = ("encoder", "length head", "encoder reorder", "source-side cache", "denoiser",
+               "embedding table", "rounding logits")
 
 
 def timed(fn, totals, name):
@@ -77,6 +81,8 @@ def main(argv=None):
     model.length_logits = timed(model.length_logits, totals, "length head")
     model.denoise = timed(model.denoise, totals, "denoiser")
     model.rounding_logits = timed(model.rounding_logits, totals, "rounding logits")
+    model.latent_table = timed(model.latent_table, totals, "embedding table")
+    model.decoder.inference_cache = timed(model.decoder.inference_cache, totals, "source-side cache")
     generator._candidate_noise = timed(generator._candidate_noise, totals, "seeded noise")
     generator._finalize = timed(generator._finalize, totals, "ranking + hypotheses")
 

@@ -225,8 +225,9 @@ def test_generator_profile_splits_wall_time_into_model_passes_and_the_rest(tiny_
     batches = -(-SIZES["test"] // 5)
     assert report["sentences"] == SIZES["test"] and report["denoiser_calls"] == 3 * batches
     parts = report["parts_s"]
-    assert parts["denoiser"] > 0 and parts["encoder"] > 0
+    assert parts["denoiser"] > 0 and parts["encoder"] > 0 and parts["source-side cache"] > 0
     assert report["model_passes_s"] == pytest.approx(
-        sum(parts[k] for k in ("encoder", "length head", "encoder reorder", "denoiser", "rounding logits")))
+        sum(parts[k] for k in ("encoder", "length head", "encoder reorder", "source-side cache", "denoiser",
+                               "embedding table", "rounding logits")))
     assert sum(parts.values()) == pytest.approx(report["wall_s"])
     assert "| **everything else** |" in proc.stdout
