@@ -221,9 +221,9 @@ def write_report(rows, args):
         f.write("\n".join(lines) + "\n")
     import logging
 
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
     import matplotlib
 
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
