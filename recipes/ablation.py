@@ -120,11 +120,25 @@ def train(data, save_dir, extra, log_path):
                    out_path=log_path)
 
 
-def decode(data, ckpt, steps, length_beam, out_path, subset="test"):
-    stderr = fairseq("generate", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
-                     "--path", ckpt, "--gen-subset", subset, "--decoding-steps", steps,
-                     "--length-beam", length_beam, "--max-tokens", "12000", "--remove-bpe",
-                     "--seed", "1", "--cpu", out_path=out_path)
+def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
+    """fairseq-generate into out_path (its stderr beside it, .log); sentences/s. A decode that
+    finished in an earlier run of this script (output and log complete) is reused, so a re-run
+    after an interruption or with more configurations only decodes what is missing."""
+    log_path = out_path + ".log"
+    done = os.path.exists(log_path) and os.path.exists(out_path)
+    if done:
+        with open(out_path, encoding="utf-8") as f:
+            done = f"Generate {subset} with beam=" in f.read()
+    if done:
+        with open(log_path, encoding="utf-8") as f:
+            stderr = f.read()
+    else:
+        stderr = fairseq("generate", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
+                         "--path", ckpt, "--gen-subset", subset, "--decoding-steps", steps,
+                         "--length-beam", length_beam, "--max-tokens", "12000", "--remove-bpe",
+                         "--seed", "1", "--cpu", *extra, out_path=out_path)
+        with open(log_path, "w", encoding="utf-8") as f:
+            f.write(stderr)
     m = re.search(r"\(([\d.]+) sentences/s", stderr)
     return float(m.group(1)) if m else None
 
@@ -182,6 +196,8 @@ def main(argv=None):
     p.add_argument("--max-words", type=int, default=30)
     p.add_argument("--curve-every", type=int, default=1000,
                    help="warm-start checkpoint interval (updates) of the baseline's learning curve")
+    p.add_argument("--recompute-max-steps", type=int, default=20,
+                   help="decode baseline and SCP+MANS with recomputed self-conditioning up to this K")
     p.add_argument("--no-sweep", action="store_true", help="skip the SCP/MANS defaults sweep on valid")
     p.add_argument("--quick", action="store_true", help="minutes-long smoke run on a slice")
     p.add_argument("--report-from", metavar="JSON",
@@ -196,6 +212,7 @@ def main(argv=None):
     limits = {}
     if args.quick:
         args.warm_minutes, args.variant_updates, args.steps, args.curve_every = 0.5, 10, [1, 2, 5], 5
+        args.recompute_max_steps = 2
         args.bpe_merges, limits = 500, {"train": 2000, "valid": 50, "test": 50}
         args.work = args.work + "-quick"
     for k in args.steps:
@@ -244,6 +261,18 @@ def main(argv=None):
             results["runs"].append({"variant": variant, "seed": seed, "steps": k,
                                     "sacrebleu": sacrebleu(gen, refs), "sentences_per_s": sps})
             log(f"  {variant} seed {seed} K={k}: SacreBLEU {results['runs'][-1]['sacrebleu']:.2f} ({sps} sent/s)")
+
+    # The analysis upper bound: the self-conditioning estimate recomputed at the current level
+    # (f(z_t, 0, t), 2K passes) instead of reused from the previous step.
+    results["recompute"] = []
+    for variant in ("baseline", "scp_mans"):
+        ckpt = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}", "checkpoint_last.pt")
+        for k in [k for k in args.steps if k <= args.recompute_max_steps]:
+            gen = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}.recompute.gen{k}.txt")
+            sps = decode(data, ckpt, k, args.length_beam, gen, extra=("--inference-self-conditioning", "recompute"))
+            results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(gen, refs),
+                                         "sentences_per_s": sps})
+            log(f"  {variant} K={k} recomputed self-conditioning: SacreBLEU {results['recompute'][-1]['sacrebleu']:.2f}")
 
     # Defaults sweep on valid: SCP+MANS with the defaults, and each alternative setting.
     valid_refs = read_refs(os.path.join(data, "refs", "valid.en"))
@@ -319,6 +348,15 @@ def write_report(results, out, quick):
                   "|---|" + "---|" * len(s["seeds"])]
         for v in ("baseline", "scp_mans"):
             lines.append(f"| {v} | " + " | ".join(f"{cell.get((v, x, 5), float('nan')):.2f}" for x in s["seeds"]) + " |")
+    if results.get("recompute"):
+        ks = sorted({r["steps"] for r in results["recompute"]})
+        redo = {(r["variant"], r["steps"]): r["sacrebleu"] for r in results["recompute"]}
+        lines += ["", "Self-conditioning at inference: reused from the previous step (the sampler, K passes) "
+                  "against recomputed at the current level (the analysis upper bound, 2K passes):", "",
+                  "| variant | " + " | ".join(f"K={k}" for k in ks) + " |", "|---|" + "---|" * len(ks)]
+        for v in ("baseline", "scp_mans"):
+            lines.append(f"| {v}, reused | " + " | ".join(f"{cell.get((v, seed0, k), float('nan')):.2f}" for k in ks) + " |")
+            lines.append(f"| {v}, recomputed | " + " | ".join(f"{redo.get((v, k), float('nan')):.2f}" for k in ks) + " |")
     lines += ["", "Targets (issue 4), from the table above:", ""] + target_lines(cell, seed0, s["seeds"])
     if results["sweep"]:
         lines += ["", "SCP/MANS defaults sweep on de-en/valid (never test), each from the warm start for "

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
@@ -23,7 +25,9 @@ def finished_run(scores):
                 "max_words": 30, "length_beam": 1, "quick": False}
     sweep = [{"setting": "defaults", "flags": ["--scp", "--mans"], "steps": k, "sacrebleu_valid": 1.0}
              for k in ablation.SWEEP_STEPS]
-    return {"settings": settings, "warm_updates": 3000, "runs": runs, "sweep": sweep,
+    recompute = [{"variant": v, "steps": k, "sacrebleu": by_k[k] + 0.5, "sentences_per_s": 0.5}
+                 for (v, seed), by_k in scores.items() if seed == 1 for k in (1, 2)]
+    return {"settings": settings, "warm_updates": 3000, "runs": runs, "sweep": sweep, "recompute": recompute,
             "baseline_curve": [{"updates": 1000, "steps": 50, "sacrebleu": 4.0}]}
 
 
@@ -60,5 +64,25 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     assert "| baseline | 1.00 | 1.50 | 2.00 | 3.00 |" in report
     assert "below the bar of 10: the variant comparison is **inconclusive**" in report
     assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference) | +0.10 | no |" in report
+    assert "| scp_mans, reused | 1.00 | 1.20 |" in report and "| scp_mans, recomputed | 1.50 | 1.70 |" in report
     assert "| defaults | `--scp --mans` |" in report and "| SacreBLEU | 4.00 |" in report
     assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
+
+
+def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatch):
+    ckpt, _ = tiny_model
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    gen = str(tmp_path / "gen.txt")
+    extra = ("--inference-self-conditioning", "recompute")
+    first = ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
+    assert first and first > 0 and "Generate test with beam=" in open(gen).read()
+
+    def no_second_run(*args, **kwargs):
+        raise AssertionError("a finished decode was run again")
+
+    monkeypatch.setattr(ablation, "fairseq", no_second_run)
+    assert ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra) == first
+    with open(gen, "a") as f:  # an output cut short is decoded again
+        f.truncate(10)
+    with pytest.raises(AssertionError, match="run again"):
+        ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
