@@ -20,7 +20,7 @@ Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, a
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
 a slice (for smoke tests; its numbers mean nothing).
 
-    python recipes/ablation.py                      # about 2.5 hours on 2 CPU cores
+    python recipes/ablation.py                      # about 1.6 hours on 2 CPU cores
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
@@ -188,7 +188,7 @@ def main(argv=None):
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--warm-minutes", type=float, default=35.0)
-    p.add_argument("--variant-updates", type=int, default=400)
+    p.add_argument("--variant-updates", type=int, default=200)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100])
     p.add_argument("--length-beam", type=int, default=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
