@@ -14,9 +14,10 @@ Input:  --raw DIR with {train,valid,test}.{SRC,TGT}[.gz] (the layout prepare_par
         holding the dictionaries and the `bpecodes` written by prepare_parallel.py)
 Output: --out DIR with the same six files (gzipped) and distill.json (settings, timing)
 
-Example (what produced user_dir_examples/data/de-en/train.distill.en.gz):
+Example (the distillation measured in docs/measurements.md; the teacher is the speed
+benchmark's AR transformer, its data-bin prepared by prepare_parallel.py):
   python preprocess/distill.py --raw user_dir_examples/data/de-en --src de --tgt en \
-      --teacher runs/teacher/checkpoint_last.pt --teacher-data data-bin/de-en-teacher \
+      --teacher runs/speed/peer_ar/checkpoint_last.pt --teacher-data data-bin/de-en-cpu \
       --beam 5 --out runs/distilled-de-en
 """
 
@@ -119,7 +120,7 @@ def main(argv=None) -> None:
                 shutil.copyfile(path, os.path.join(args.out, f"{split}.{lang}.gz"))
             else:
                 write_gz(os.path.join(args.out, f"{split}.{lang}.gz"), read_lines(path))
-    settings = {k: v for k, v in vars(args).items()}
+    settings = dict(vars(args))
     settings.update(train_pairs=len(source), teacher_seconds=round(seconds, 1))
     with open(os.path.join(args.out, "distill.json"), "w") as f:
         json.dump(settings, f, indent=2)

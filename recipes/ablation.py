@@ -148,15 +148,15 @@ def sacrebleu(gen_path, refs):
         return score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
 
 
-def continue_from_warm(data, work, name, flags, seed, warm_ckpt, updates):
-    """Train one variant from the shared warm start for `updates` more updates; its checkpoint."""
+def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
+    """Train one variant from the shared warm start up to update `max_update`; its checkpoint."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
     if not os.path.exists(ckpt):
-        log(f"training {name} for {updates} updates from the warm start")
+        log(f"training {name} from the warm start to update {max_update}")
         t0 = time.time()
         train(data, save, flags + ["--seed", str(seed), "--restore-file", warm_ckpt, "--reset-dataloader",
-                                   "--max-update", str(checkpoint_updates(warm_ckpt) + updates)],
+                                   "--max-update", str(max_update)],
               os.path.join(work, f"{name}.log"))
         log(f"  trained in {time.time() - t0:.0f} s")
     return ckpt
@@ -241,6 +241,7 @@ def main(argv=None):
                            "--save-interval-updates", str(args.curve_every)],
               os.path.join(args.work, "warm.log"))
     warm_updates = checkpoint_updates(warm_ckpt)
+    variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
     log(f"warm start has {warm_updates} updates")
 
     results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
@@ -251,7 +252,7 @@ def main(argv=None):
     ]
     for variant, seed in runs:
         ckpt = continue_from_warm(data, args.work, f"{variant}.seed{seed}", VARIANTS[variant], seed,
-                                  warm_ckpt, args.variant_updates)
+                                  warm_ckpt, variant_max_update)
         results["train_seconds"][f"{variant}.seed{seed}"] = training_seconds(
             os.path.join(args.work, f"{variant}.seed{seed}.log"))
         steps = args.steps if seed == args.seeds[0] else [5]
@@ -283,7 +284,7 @@ def main(argv=None):
         ckpt = os.path.join(args.work, run_name, "checkpoint_last.pt")
         if flags is not None:
             ckpt = continue_from_warm(data, args.work, run_name, flags, args.seeds[0], warm_ckpt,
-                                      args.variant_updates)
+                                      variant_max_update)
         for k in SWEEP_STEPS:
             gen = os.path.join(args.work, f"{run_name}.valid.gen{k}.txt")
             decode(data, ckpt, k, args.length_beam, gen, subset="valid")
@@ -304,8 +305,9 @@ def target_lines(cell, seed, seeds):
     base50 = get("baseline", 50)
     checks = [
         ("baseline is a real model: its 50-step SacreBLEU >= 10 (SacreBLEU)", base50, base50 >= 10),
+        # "within" is one-sided: fewer steps scoring above 50 steps is not a miss
         ("FastDiSS 5 steps within 0.3 of its own 50 steps (5 - 50)", get("scp_mans", 5) - get("scp_mans", 50),
-         abs(get("scp_mans", 5) - get("scp_mans", 50)) <= 0.3 or get("scp_mans", 5) > get("scp_mans", 50)),
+         get("scp_mans", 5) - get("scp_mans", 50) >= -0.3),
         ("FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference)", get("scp_mans", 5) - get("baseline", 5),
          get("scp_mans", 5) - get("baseline", 5) >= 1.0),
         ("FastDiSS 2 steps within 1.0 of its own 50 steps (2 - 50)", get("scp_mans", 2) - get("scp_mans", 50),
