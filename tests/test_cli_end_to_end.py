@@ -134,8 +134,9 @@ def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):
 
 
 def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny_model, monkeypatch):
-    """The generator rounds only unpadded positions (speed); tokens and positional scores must
-    be those of a log_softmax over the full padded batch of the sampler's last estimate."""
+    """The generator rounds only unpadded positions, a block of rows at a time (speed); tokens
+    and positional scores must be those of a log_softmax over the full padded batch of the
+    sampler's last estimate."""
     from fairseq import checkpoint_utils
 
     import fastdiss_fairseq.generator as generator_module
@@ -149,6 +150,7 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
 
     monkeypatch.setattr(generator_module, "sample_unpatched", generator_module.run_sampler, raising=False)
     monkeypatch.setattr(generator_module, "run_sampler", capturing_sampler)
+    monkeypatch.setattr(generator_module, "ROUNDING_ROWS", 7)  # several blocks and a remainder
     ckpt, _ = tiny_model
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 3, "length_beam": 1}
