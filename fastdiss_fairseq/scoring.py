@@ -65,7 +65,8 @@ def sacrebleu_detok(hyps: List[str], refs: List[str]) -> float:
 def bleu_tokenized(hyps: List[str], refs: List[str]) -> float:
     import sacrebleu
 
-    return sacrebleu.corpus_bleu(hyps, [refs], tokenize="none").score
+    # force: the texts are tokenized on purpose; sacrebleu would warn that they look tokenized.
+    return sacrebleu.corpus_bleu(hyps, [refs], tokenize="none", force=True).score
 
 
 def rouge(hyps: List[str], refs: List[str]) -> Dict[str, float]:

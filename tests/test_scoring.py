@@ -1,0 +1,43 @@
+"""fastdiss-score: which lines it reads, how it detokenizes, and its errors."""
+
+import logging
+
+import pytest
+
+from fastdiss_fairseq.scoring import score_generate_output
+
+GENERATE_OUTPUT = (
+    "S-1\tes ist gut .\n"
+    "T-1\tit 's fine .\n"
+    "H-1\t-0.5\tit 's fine .\n"
+    "D-1\t-0.5\tit 's fine .\n"
+    "P-1\t-0.5 -0.5 -0.5 0.0\n"
+    "S-0\tein Hund schläft hier .\n"
+    "T-0\ta dog sleeps here .\n"
+    "H-0\t-0.2\ta dog sleeps here .\n"
+    "D-0\t-0.2\ta dog sleeps here .\n"
+)
+REFS = ["a dog sleeps here.", "it's fine."]
+
+
+def test_detokenized_output_matches_raw_references_exactly():
+    scores = score_generate_output(GENERATE_OUTPUT, REFS, detok_lang="en")
+    assert scores["sacrebleu"] == pytest.approx(100.0)
+    assert scores["bleu_tokenized"] == pytest.approx(100.0)
+    # without detokenization the D-lines keep "it 's" and no longer match the raw references
+    assert score_generate_output(GENERATE_OUTPUT, REFS)["sacrebleu"] < 100.0
+
+
+def test_tokenized_bleu_does_not_warn_about_tokenized_text(caplog):
+    # sacrebleu warns once 100 or more hypotheses end in a tokenized period
+    many = "".join(
+        f"T-{i}\ta dog .\nH-{i}\t-0.1\ta dog .\nD-{i}\t-0.1\ta dog .\n" for i in range(120)
+    )
+    with caplog.at_level(logging.WARNING):
+        score_generate_output(many, ["a dog."] * 120, detok_lang="en")
+    assert not [r for r in caplog.records if "detokenize" in r.getMessage()]
+
+
+def test_reference_count_mismatch_is_one_clear_error():
+    with pytest.raises(ValueError, match="2 hypotheses but the references have 3 lines"):
+        score_generate_output(GENERATE_OUTPUT, ["a", "b", "c"])
