@@ -30,6 +30,7 @@ class GeneratorConfig:
     candidate_ranking: str = "model"
     clamping: bool = False
     inference_self_conditioning: str = "reuse"
+    collapse_repeats: bool = False
     seed: int = 1
 
     def validate(self) -> None:
@@ -92,6 +93,18 @@ def round_rows(z0_hat: torch.Tensor, logits_fn) -> Tuple[torch.Tensor, torch.Ten
         tokens.append(index)
         scores.append(top)
     return torch.cat(tokens), torch.cat(scores)
+
+
+def collapse_repeats(hypo: Dict) -> Dict:
+    """The hypothesis without tokens equal to their predecessor ("of of of the" -> "of the").
+
+    Candidates are ranked before this, so "score" stays the candidate's mean log-probability;
+    the positional scores follow the tokens that remain.
+    """
+    tokens = hypo["tokens"]
+    keep = torch.ones_like(tokens, dtype=torch.bool)
+    keep[1:] = tokens[1:].ne(tokens[:-1])
+    return dict(hypo, tokens=tokens[keep], positional_scores=hypo["positional_scores"][keep])
 
 
 class FastDiSSGenerator:
@@ -199,5 +212,8 @@ class FastDiSSGenerator:
                 ranked = mbr_order([h["tokens"][:-1].tolist() for h in hypos])
             else:
                 ranked = sorted(range(cands), key=lambda c: -hypos[c]["score"])
-            finalized.append([hypos[c] for c in ranked])
+            best_first = [hypos[c] for c in ranked]
+            if self.cfg.collapse_repeats:
+                best_first = [collapse_repeats(h) for h in best_first]
+            finalized.append(best_first)
         return finalized

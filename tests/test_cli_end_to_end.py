@@ -167,3 +167,29 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
         n = len(best["tokens"]) - 1
         assert best["tokens"][:n].tolist() == tokens[b, :n].tolist()
         assert torch.allclose(best["positional_scores"][:n], lprobs[b, :n], atol=1e-4)
+
+
+def test_collapse_repeats_drops_only_tokens_equal_to_their_predecessor(tiny_data, tiny_model):
+    from argparse import Namespace
+
+    from fairseq import checkpoint_utils
+
+    ckpt, _ = tiny_model
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 1, "length_beam": 2}
+    )
+    models[0].eval()
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=50).next_epoch_itr(shuffle=False))
+    plain = task.build_generator(models, Namespace()).generate(models, batch)
+    collapsed = task.build_generator(models, Namespace(collapse_repeats=True)).generate(models, batch)
+    changed = 0
+    for p_hypos, c_hypos in zip(plain, collapsed):
+        p, c = p_hypos[0], c_hypos[0]
+        tokens = p["tokens"].tolist()
+        keep = [i for i in range(len(tokens)) if i == 0 or tokens[i] != tokens[i - 1]]
+        assert c["tokens"].tolist() == [tokens[i] for i in keep]
+        assert torch.equal(c["positional_scores"], p["positional_scores"][keep])
+        assert c["score"] == p["score"]  # ranked before collapsing: the same candidate wins
+        changed += len(keep) < len(tokens)
+    assert changed > 0, "the 30-update model repeats tokens; the option must have removed some"

@@ -44,6 +44,11 @@ class FastDiSSTranslationConfig(TranslationConfig):
         metadata={"help": "self-conditioning at inference: the previous step's estimate ('reuse'), "
                   "one made anew at the current noise level ('recompute', 2K passes), or none"},
     )
+    collapse_repeats: bool = field(
+        default=False,
+        metadata={"help": "drop a token equal to the one before it in the output (a common NAT "
+                  "post-processing: one-step outputs repeat words); scores stay the candidate's"},
+    )
     seed: int = II("common.seed")
 
 
@@ -70,6 +75,7 @@ class FastDiSSTranslationTask(TranslationTask):
             candidate_ranking=str(self.cfg.candidate_ranking),
             clamping=self.cfg.clamping,
             inference_self_conditioning=str(self.cfg.inference_self_conditioning),
+            collapse_repeats=self.cfg.collapse_repeats,
             seed=self.cfg.seed,
         )
         values.update(overrides)
