@@ -11,7 +11,7 @@ gets the same output whatever batch it lands in, and runs with one --seed are id
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -28,7 +28,7 @@ class GeneratorConfig:
     length_beam: int = 5
     noise_samples: int = 1
     candidate_ranking: str = "model"
-    clamping: bool = False
+    clamping: bool = True
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
     seed: int = 1
@@ -85,14 +85,19 @@ def mbr_order(candidates: List[List[int]]) -> List[int]:
 ROUNDING_ROWS = 256
 
 
-def round_rows(z0_hat: torch.Tensor, logits_fn) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(P, d) estimates -> their argmax tokens (P,) and log p(argmax) (P,) under logits_fn."""
-    tokens, scores = [], []
+def round_rows(z0_hat: torch.Tensor, logits_fn, scores: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    """(P, d) estimates -> their argmax tokens (P,) and log p(argmax) (P,) under logits_fn
+    (None with scores=False: clamping needs only the tokens, not the log_softmax)."""
+    tokens, token_scores = [], []
     for rows in z0_hat.split(ROUNDING_ROWS):
-        top, index = torch.log_softmax(logits_fn(rows).float(), dim=-1).max(-1)
+        logits = logits_fn(rows).float()
+        if scores:
+            top, index = torch.log_softmax(logits, dim=-1).max(-1)
+            token_scores.append(top)
+        else:
+            index = logits.argmax(-1)
         tokens.append(index)
-        scores.append(top)
-    return torch.cat(tokens), torch.cat(scores)
+    return torch.cat(tokens), torch.cat(token_scores) if scores else None
 
 
 def collapse_repeats(hypo: Dict) -> Dict:
@@ -177,9 +182,14 @@ class FastDiSSGenerator:
             self.denoiser_calls += 1
             return model.denoise(z_t, z_sc, t, mask, encoder_out, cache=cache)
 
+        def clamp_fn(z0_hat):  # real positions only; padding is never read
+            clamped = z0_hat.clone()
+            clamped[mask] = table[round_rows(z0_hat[mask], logits_fn, scores=False)[0]]
+            return clamped
+
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(),
-            clamp_fn=lambda logits: table[logits.argmax(-1)], final_logits=False,
+            clamp_fn=clamp_fn, final_logits=False,
         )
         # Round only the real positions: padding is a fifth or more of a length-beam batch.
         real_tokens, real_scores = round_rows(out.z0_hat[mask], logits_fn)

@@ -122,8 +122,14 @@ def train(data, save_dir, extra, log_path):
 
 def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
     """fairseq-generate into out_path (its stderr beside it, .log); sentences/s. A decode that
-    finished in an earlier run of this script (output and log complete) is reused, so a re-run
-    after an interruption or with more configurations only decodes what is missing."""
+    finished in an earlier run of this script (output and log complete) *with the same
+    generation settings* is reused, so a re-run after an interruption or with more
+    configurations only decodes what is missing, and a changed option or generator default
+    (e.g. clamping) is never mixed with old outputs."""
+    args = [data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", ckpt,
+            "--gen-subset", subset, "--decoding-steps", steps, "--length-beam", length_beam,
+            "--max-tokens", "12000", "--remove-bpe", "--seed", "1", "--cpu", *extra]
+    settings = decode_settings(args)
     log_path = out_path + ".log"
     done = os.path.exists(log_path) and os.path.exists(out_path)
     if done:
@@ -132,15 +138,26 @@ def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
     if done:
         with open(log_path, encoding="utf-8") as f:
             stderr = f.read()
-    else:
-        stderr = fairseq("generate", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
-                         "--path", ckpt, "--gen-subset", subset, "--decoding-steps", steps,
-                         "--length-beam", length_beam, "--max-tokens", "12000", "--remove-bpe",
-                         "--seed", "1", "--cpu", *extra, out_path=out_path)
+        done = stderr.startswith(settings + "\n")
+    if not done:
+        stderr = fairseq("generate", *args, out_path=out_path)
         with open(log_path, "w", encoding="utf-8") as f:
-            f.write(stderr)
+            f.write(settings + "\n" + stderr)
     m = re.search(r"\(([\d.]+) sentences/s", stderr)
     return float(m.group(1)) if m else None
+
+
+def generator_defaults() -> dict:
+    from dataclasses import asdict
+
+    from fastdiss_fairseq.generator import GeneratorConfig
+
+    return asdict(GeneratorConfig())
+
+
+def decode_settings(args) -> str:
+    """One line naming a decode: its command and the generator's defaults at the time."""
+    return "# decode: " + json.dumps({"args": [str(a) for a in args], "generator_defaults": generator_defaults()})
 
 
 def sacrebleu(gen_path, refs):
@@ -162,7 +179,7 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
     return ckpt
 
 
-def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50):
+def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=(), tag=""):
     """The baseline objective's SacreBLEU at `steps` steps for each interval checkpoint of the
     warm start: what the issue asks for when the baseline stays below its 10-BLEU bar."""
     points = []
@@ -174,8 +191,8 @@ def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50):
         points.append((warm_updates, os.path.join(warm, "checkpoint_last.pt")))
     curve = []
     for updates, ckpt in sorted(points):
-        gen = os.path.join(warm, f"curve.{updates}.gen{steps}.txt")
-        decode(data, ckpt, steps, length_beam, gen)
+        gen = os.path.join(warm, f"curve.{updates}.gen{steps}{tag}.txt")
+        decode(data, ckpt, steps, length_beam, gen, extra=extra)
         bleu = sacrebleu(gen, refs)
         curve.append({"updates": updates, "steps": steps, "sacrebleu": bleu})
         log(f"  warm start at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
@@ -199,6 +216,9 @@ def main(argv=None):
     p.add_argument("--recompute-max-steps", type=int, default=20,
                    help="decode baseline and SCP+MANS with recomputed self-conditioning up to this K")
     p.add_argument("--no-sweep", action="store_true", help="skip the SCP/MANS defaults sweep on valid")
+    p.add_argument("--no-clamping", action="store_true",
+                   help="decode with --no-clamping (the generator's default before the fourth session); "
+                        "report ablation_no_clamping.* beside the default one")
     p.add_argument("--quick", action="store_true", help="minutes-long smoke run on a slice")
     p.add_argument("--report-from", metavar="JSON",
                    help="only rewrite the table and plot under --out from a finished run's JSON")
@@ -223,6 +243,7 @@ def main(argv=None):
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
+    decode_extra, tag = (("--no-clamping",), ".noclamp") if args.no_clamping else ((), "")
 
     data = os.path.join(args.work, "data-bin")
     if not os.path.exists(os.path.join(data, "prepare.json")):
@@ -246,7 +267,8 @@ def main(argv=None):
 
     results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
                "train_seconds": {"warm": training_seconds(os.path.join(args.work, "warm.log"))}, "runs": [],
-               "baseline_curve": learning_curve(data, warm, warm_updates, args.length_beam, refs)}
+               "baseline_curve": learning_curve(data, warm, warm_updates, args.length_beam, refs,
+                                                extra=decode_extra, tag=tag)}
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
     ]
@@ -257,8 +279,8 @@ def main(argv=None):
             os.path.join(args.work, f"{variant}.seed{seed}.log"))
         steps = args.steps if seed == args.seeds[0] else [5]
         for k in steps:
-            gen = os.path.join(args.work, f"{variant}.seed{seed}.gen{k}.txt")
-            sps = decode(data, ckpt, k, args.length_beam, gen)
+            gen = os.path.join(args.work, f"{variant}.seed{seed}.gen{k}{tag}.txt")
+            sps = decode(data, ckpt, k, args.length_beam, gen, extra=decode_extra)
             results["runs"].append({"variant": variant, "seed": seed, "steps": k,
                                     "sacrebleu": sacrebleu(gen, refs), "sentences_per_s": sps})
             log(f"  {variant} seed {seed} K={k}: SacreBLEU {results['runs'][-1]['sacrebleu']:.2f} ({sps} sent/s)")
@@ -269,8 +291,9 @@ def main(argv=None):
     for variant in ("baseline", "scp_mans"):
         ckpt = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}", "checkpoint_last.pt")
         for k in [k for k in args.steps if k <= args.recompute_max_steps]:
-            gen = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}.recompute.gen{k}.txt")
-            sps = decode(data, ckpt, k, args.length_beam, gen, extra=("--inference-self-conditioning", "recompute"))
+            gen = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}.recompute.gen{k}{tag}.txt")
+            sps = decode(data, ckpt, k, args.length_beam, gen,
+                         extra=("--inference-self-conditioning", "recompute", *decode_extra))
             results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(gen, refs),
                                          "sentences_per_s": sps})
             log(f"  {variant} K={k} recomputed self-conditioning: SacreBLEU {results['recompute'][-1]['sacrebleu']:.2f}")
@@ -286,8 +309,8 @@ def main(argv=None):
             ckpt = continue_from_warm(data, args.work, run_name, flags, args.seeds[0], warm_ckpt,
                                       variant_max_update)
         for k in SWEEP_STEPS:
-            gen = os.path.join(args.work, f"{run_name}.valid.gen{k}.txt")
-            decode(data, ckpt, k, args.length_beam, gen, subset="valid")
+            gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
+            decode(data, ckpt, k, args.length_beam, gen, subset="valid", extra=decode_extra)
             results["sweep"].append({"setting": name, "flags": flags or VARIANTS["scp_mans"], "steps": k,
                                      "sacrebleu_valid": sacrebleu(gen, valid_refs)})
             log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
@@ -327,7 +350,8 @@ def target_lines(cell, seed, seeds):
 
 
 def write_report(results, out, quick):
-    name = "ablation-quick" if quick else "ablation"
+    name = ("ablation-quick" if quick else "ablation") + (
+        "_no_clamping" if results["settings"].get("no_clamping") else "")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=2)
     s = results["settings"]
@@ -338,7 +362,8 @@ def write_report(results, out, quick):
         "",
         f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
         f"{s['variant_updates']} updates; fastdiss_small; {s['bpe_merges']} BPE merges; training pairs "
-        f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}.",
+        f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
+        f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",
         "",
         "| variant | " + " | ".join(f"K={k}" for k in s["steps"]) + " |",
         "|---|" + "---|" * len(s["steps"]),

@@ -122,11 +122,21 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single-run-seconds", type=float, default=45.0,
                    help="a configuration whose warm-up run takes longer is timed once")
+    p.add_argument("--only", nargs="+", metavar="NAME",
+                   help="measure only the configurations with these names (e.g. 'AR beam 5' "
+                        "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always measured")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
     args = p.parse_args(argv)
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
         args.train_minutes = args.train_minutes or 0.5
+    confs = configurations(args.quick)
+    if args.only:
+        unknown = set(args.only) - {name for name, _, _ in confs}
+        if unknown:
+            sys.exit(f"speed_benchmark: error: no configuration named {sorted(unknown)}; "
+                     f"choose from {[name for name, _, _ in confs]}")
+        confs = [c for c in confs if c[0] in args.only or c[0] == "AR beam 5"]
     data = args.data or os.path.join(args.work, "data-bin")
     fastdiss = args.fastdiss or os.path.join(args.work, "scp_mans.seed1", "checkpoint_last.pt")
     for path, what in ((data, "data-bin"), (fastdiss, "FastDiSS checkpoint")):
@@ -161,7 +171,7 @@ def main(argv=None):
         finish_fairseq("train", proc)
 
     rows = []
-    for name, model, extra in configurations(args.quick):
+    for name, model, extra in confs:
         # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
         # fairseq's own checkpoints (weights_only); the plugin allowlists what they pickle.
         common = [data, "--path", ckpts[model], "--gen-subset", "test", "--batch-size", args.batch_size,

@@ -82,6 +82,15 @@ def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatc
 
     monkeypatch.setattr(ablation, "fairseq", no_second_run)
     assert ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra) == first
+    # other settings (here the clamping) are never served from the finished decode ...
+    with pytest.raises(AssertionError, match="run again"):
+        ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra + ("--no-clamping",))
+    # ... nor is a decode made before a generator default changed
+    defaults = ablation.generator_defaults()
+    monkeypatch.setattr(ablation, "generator_defaults", lambda: dict(defaults, clamping=not defaults["clamping"]))
+    with pytest.raises(AssertionError, match="run again"):
+        ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
+    monkeypatch.setattr(ablation, "generator_defaults", lambda: defaults)
     with open(gen, "a") as f:  # an output cut short is decoded again
         f.truncate(10)
     with pytest.raises(AssertionError, match="run again"):

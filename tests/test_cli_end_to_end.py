@@ -193,3 +193,40 @@ def test_collapse_repeats_drops_only_tokens_equal_to_their_predecessor(tiny_data
         assert c["score"] == p["score"]  # ranked before collapsing: the same candidate wins
         changed += len(keep) < len(tokens)
     assert changed > 0, "the 30-update model repeats tokens; the option must have removed some"
+
+
+def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, tiny_model, monkeypatch):
+    """The generator clamps real positions only, a block of rows at a time; the hypotheses must
+    equal those of the sampler clamping the whole padded batch at once. --no-clamping differs."""
+    from argparse import Namespace
+
+    from fairseq import checkpoint_utils
+
+    import fastdiss_fairseq.generator as generator_module
+
+    ckpt, _ = tiny_model
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 4, "length_beam": 2}
+    )
+    model = models[0].eval()
+    assert task.generator_config().clamping and not task.generator_config(clamping=False).clamping
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=50).next_epoch_itr(shuffle=False))
+
+    def tokens(generator):
+        return [h[0]["tokens"].tolist() for h in generator.generate(models, batch)]
+
+    monkeypatch.setattr(generator_module, "ROUNDING_ROWS", 5)
+    clamped = tokens(task.build_generator(models, Namespace()))
+    unclamped = tokens(task.build_generator(models, Namespace(clamping=False)))
+    assert clamped != unclamped
+
+    real_sampler = generator_module.run_sampler
+
+    def sampler_clamping_everything(denoise, logits_fn, z_start, schedule, cfg, clamp_fn=None, **kw):
+        table = model.latent_table()
+        return real_sampler(denoise, logits_fn, z_start, schedule, cfg,
+                            clamp_fn=lambda z: table[logits_fn(z).argmax(-1)], **kw)
+
+    monkeypatch.setattr(generator_module, "run_sampler", sampler_clamping_everything)
+    assert tokens(task.build_generator(models, Namespace())) == clamped

@@ -253,7 +253,7 @@ def test_sampler_is_deterministic_and_rejects_bad_steps():
         z = torch.randn(2, 5, 8)
         return sample(lambda a, b, t: torch.tanh(a + b), lambda z: z @ table.t(), z,
                       build_schedule("cosine"), SamplerConfig(steps=5, clamping=True),
-                      clamp_fn=lambda lg: table[lg.argmax(-1)]).logits
+                      clamp_fn=lambda z: table[(z @ table.t()).argmax(-1)]).logits
 
     assert torch.equal(run(), run())
     with pytest.raises(ValueError, match="decoding steps"):

@@ -49,6 +49,12 @@ def test_impossible_generation_option_is_one_line(tiny_data, tiny_model, option,
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
+def test_clamping_and_no_clamping_together_is_one_line(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping", "--no-clamping", check=False)
+    assert_one_line_error(proc, "--clamping and --no-clamping contradict each other")
+
+
 def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
     proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--mans", "--mans-strength", "1.5",
                    "--save-dir", tmp_path, check=False)

@@ -4,7 +4,10 @@ Start from z_1 ~ N(0, F^2 I); for k = 0 .. K-1 with t_k = 1 - k/K:
     z0_hat_k = f(z_{t_k}, z_sc, t_k),   z_sc = z0_hat_{k-1} (zeros at k = 0)
     eps_hat  = (z_{t_k} - alpha(t_k) z0_hat_k) / sigma(t_k)
     z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_hat
-and output the logits of the last z0_hat. The denoiser runs exactly K times
+and output the logits of the last z0_hat. With clamping (Diffusion-LM's trick), the z0_hat
+of each update is replaced by the embeddings of its nearest tokens, which keeps the
+trajectory on the embedding manifold; the self-conditioning input stays the raw estimate.
+The denoiser runs exactly K times
 ("reuse", the normal sampler) or 2K times ("recompute": the self-conditioning estimate is
 made anew at t_k from f(z_{t_k}, 0, t_k), the upper bound of the paper's analysis).
 """
@@ -72,7 +75,8 @@ def sample(
 ) -> SamplerOutput:
     """Runs the K-step sampler from z_start = z_1 (already scaled noise), (B, n, d).
 
-    clamp_fn maps logits to the embeddings of their argmax tokens; needed when clamping.
+    clamp_fn maps an estimate z0_hat (B, n, d) to the embeddings of its nearest tokens (the
+    argmax of its rounding logits); needed when clamping.
     final_logits=False leaves the last rounding to the caller (the generator rounds only the
     real, unpadded positions).
     """
@@ -100,7 +104,7 @@ def sample(
             break
         z0_update = z0_hat
         if cfg.clamping:
-            z0_update = clamp_fn(logits_fn(z0_hat))
+            z0_update = clamp_fn(z0_hat)
         z = ddim_step(z, z0_update, times[k], times[k + 1], schedule)
     logits = logits_fn(z0_hat) if final_logits else None
     return SamplerOutput(logits, z0_hat, calls)
