@@ -20,7 +20,7 @@ Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, a
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
 a slice (for smoke tests; its numbers mean nothing).
 
-    python recipes/ablation.py                      # about 1.6 hours on 2 CPU cores
+    python recipes/ablation.py                      # about 2 hours on 2 CPU cores (1 h of it decoding)
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
@@ -213,7 +213,7 @@ def main(argv=None):
     p.add_argument("--max-words", type=int, default=30)
     p.add_argument("--curve-every", type=int, default=1000,
                    help="warm-start checkpoint interval (updates) of the baseline's learning curve")
-    p.add_argument("--recompute-max-steps", type=int, default=20,
+    p.add_argument("--recompute-max-steps", type=int, default=5,
                    help="decode baseline and SCP+MANS with recomputed self-conditioning up to this K")
     p.add_argument("--no-sweep", action="store_true", help="skip the SCP/MANS defaults sweep on valid")
     p.add_argument("--no-clamping", action="store_true",
