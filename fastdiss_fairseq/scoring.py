@@ -12,6 +12,7 @@ Command line (installed as `fastdiss-score`):
 
 import argparse
 import json
+import os
 import re
 import sys
 from typing import Dict, List
@@ -118,11 +119,17 @@ def main(argv=None) -> None:
         scores = score_generate_output(text, read_refs(args.refs), args.rouge, args.detok_lang)
     except (OSError, ValueError) as e:
         sys.exit(f"fastdiss-score: error: {e}")
-    for k, v in scores.items():
-        print(f"{k}\t{v:.2f}" if isinstance(v, float) else f"{k}\t{v}")
-    if args.json:
+    if args.json:  # written first: a reader that closes the pipe early must not lose it
         with open(args.json, "w") as f:
             json.dump(scores, f, indent=2)
+    try:
+        for k, v in scores.items():
+            print(f"{k}\t{v:.2f}" if isinstance(v, float) else f"{k}\t{v}")
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `fastdiss-score ... | head -1`: the reader has what it wanted. Point stdout at
+        # devnull so the interpreter's own flush at exit does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """fastdiss-score: which lines it reads, how it detokenizes, and its errors."""
 
+import json
 import logging
+import shlex
+import subprocess
+import sys
 
 import pytest
 
@@ -41,3 +45,16 @@ def test_tokenized_bleu_does_not_warn_about_tokenized_text(caplog):
 def test_reference_count_mismatch_is_one_clear_error():
     with pytest.raises(ValueError, match="2 hypotheses but the references have 3 lines"):
         score_generate_output(GENERATE_OUTPUT, ["a", "b", "c"])
+
+
+def test_a_reader_that_closes_the_pipe_early_gets_no_traceback(tmp_path):
+    """`fastdiss-score out.txt --refs r | head -1`: exit 0, no BrokenPipeError on stderr,
+    and the --json file written all the same."""
+    gen, refs, out = tmp_path / "gen.txt", tmp_path / "refs.txt", tmp_path / "scores.json"
+    gen.write_text(GENERATE_OUTPUT, encoding="utf-8")
+    refs.write_text("\n".join(REFS) + "\n", encoding="utf-8")
+    cmd = (f"{shlex.quote(sys.executable)} -m fastdiss_fairseq.scoring {gen} --refs {refs} "
+           f"--detok-lang en --json {out} | head -c 0")
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads(out.read_text())["sacrebleu"] == pytest.approx(100.0)
