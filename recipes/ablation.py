@@ -12,6 +12,9 @@ design is the warm-start one allowed by the issue:
   3. every variant decoded at every step count (SacreBLEU, detokenized, full test set);
   4. baseline and SCP+MANS trained again with a second seed, compared at 5 steps (spread).
 
+Run again with a larger --warm-minutes, it resumes the existing warm start up to the new total
+(fairseq counts --stop-time-hours cumulatively) and trains and decodes the variants again.
+
 The warm start keeps an interval checkpoint every --curve-every updates; each is decoded at
 50 steps: the baseline objective's learning curve, which says whether the baseline is a real
 model (the issue's bar: 50-step SacreBLEU >= 10) before any variant is compared.
@@ -29,6 +32,7 @@ import gzip
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -98,11 +102,20 @@ def make_slice(raw, dest, max_words, limits):
 
 
 def checkpoint_updates(path):
+    return warm_state(path)[0]
+
+
+def warm_state(path):
+    """(updates, epoch, cumulative training seconds) of a fairseq checkpoint. fairseq's
+    --stop-time-hours counts the cumulative time, so a resumed run stops at the total."""
     import torch
 
-    import fastdiss_fairseq  # noqa: F401  (safe-loading of fairseq checkpoints)
+    import fastdiss_fairseq  # noqa: F401
 
-    return torch.load(path, map_location="cpu")["optimizer_history"][-1]["num_updates"]
+    state = torch.load(path, map_location="cpu")
+    extra = state["extra_state"]
+    return (state["optimizer_history"][-1]["num_updates"], extra["train_iterator"]["epoch"],
+            extra.get("previous_training_time", 0.0))
 
 
 def training_seconds(log_path):
@@ -132,6 +145,8 @@ def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
     settings = decode_settings(args)
     log_path = out_path + ".log"
     done = os.path.exists(log_path) and os.path.exists(out_path)
+    # ...and only if it is newer than its checkpoint (a retrained variant is decoded again).
+    done = done and os.path.getmtime(out_path) >= os.path.getmtime(ckpt)
     if done:
         with open(out_path, encoding="utf-8") as f:
             done = f"Generate {subset} with beam=" in f.read()
@@ -169,6 +184,10 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
     """Train one variant from the shared warm start up to update `max_update`; its checkpoint."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
+    if os.path.exists(ckpt) and checkpoint_updates(ckpt) != max_update:
+        # Continued from an earlier (shorter) warm start: stale for this comparison.
+        log(f"{name} was trained to update {checkpoint_updates(ckpt)}, not {max_update}: training it again")
+        shutil.rmtree(save)
     if not os.path.exists(ckpt):
         log(f"training {name} from the warm start to update {max_update}")
         t0 = time.time()
@@ -256,17 +275,27 @@ def main(argv=None):
 
     warm = os.path.join(args.work, "warm")
     warm_ckpt = os.path.join(warm, "checkpoint_last.pt")
+    warm_args = ["--seed", "1", "--stop-time-hours", str(args.warm_minutes / 60),
+                 "--save-interval-updates", str(args.curve_every)]
     if not os.path.exists(warm_ckpt):
         log(f"warm start: baseline objective for {args.warm_minutes} minutes")
-        train(data, warm, ["--seed", "1", "--stop-time-hours", str(args.warm_minutes / 60),
-                           "--save-interval-updates", str(args.curve_every)],
-              os.path.join(args.work, "warm.log"))
+        train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
+    elif warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60:
+        # A longer --warm-minutes than the existing warm start's: fairseq resumes it from its
+        # last checkpoint. That checkpoint is kept under fairseq's interval name first, so the
+        # learning curve keeps the point; the variants and their decodes are redone.
+        updates, epoch, seconds = warm_state(warm_ckpt)
+        shutil.copy2(warm_ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
+        log(f"warm start: extending it from {seconds / 60:.1f} to {args.warm_minutes} minutes")
+        with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
+            f.write(f"\n# resumed at update {updates} for --warm-minutes {args.warm_minutes}\n")
+        train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
     warm_updates = checkpoint_updates(warm_ckpt)
     variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
     log(f"warm start has {warm_updates} updates")
 
     results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
-               "train_seconds": {"warm": training_seconds(os.path.join(args.work, "warm.log"))}, "runs": [],
+               "train_seconds": {"warm": warm_state(warm_ckpt)[2]}, "runs": [],
                "baseline_curve": learning_curve(data, warm, warm_updates, args.length_beam, refs,
                                                 extra=decode_extra, tag=tag)}
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [

@@ -4,6 +4,7 @@ hours; its --quick mode is a manual smoke run, not a test."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -70,7 +71,8 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
 
 
 def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatch):
-    ckpt, _ = tiny_model
+    ckpt = str(tmp_path / "checkpoint.pt")
+    shutil.copy2(tiny_model[0], ckpt)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     gen = str(tmp_path / "gen.txt")
     extra = ("--inference-self-conditioning", "recompute")
@@ -91,7 +93,43 @@ def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatc
     with pytest.raises(AssertionError, match="run again"):
         ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
     monkeypatch.setattr(ablation, "generator_defaults", lambda: defaults)
+    # ... nor is the decode of a checkpoint written since (a variant trained again)
+    decoded_at = os.path.getmtime(gen)
+    os.utime(ckpt, (decoded_at + 10, decoded_at + 10))
+    with pytest.raises(AssertionError, match="run again"):
+        ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
+    os.utime(ckpt, (decoded_at - 10, decoded_at - 10))
+    assert ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra) == first
     with open(gen, "a") as f:  # an output cut short is decoded again
         f.truncate(10)
     with pytest.raises(AssertionError, match="run again"):
         ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra)
+
+
+def test_warm_state_reads_updates_epoch_and_training_time(tiny_model):
+    updates, epoch, seconds = ablation.warm_state(str(tiny_model[0]))
+    assert updates == 30 and epoch >= 1 and seconds > 0
+
+
+def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeypatch):
+    """After --warm-minutes grows, a variant continued from the shorter warm start is stale."""
+    stale = tmp_path / "scp.seed1"
+    stale.mkdir()
+    (stale / "checkpoint_last.pt").write_text("stale")
+    (stale / "old_file").write_text("")
+    monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 3118)
+    trained = []
+
+    def fake_train(data, save_dir, extra, log_path):
+        trained.append(extra)
+        os.makedirs(save_dir, exist_ok=True)
+        open(os.path.join(save_dir, "checkpoint_last.pt"), "w").close()
+
+    monkeypatch.setattr(ablation, "train", fake_train)
+    ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
+    assert len(trained) == 1 and trained[0][-2:] == ["--max-update", "5200"]
+    assert not (stale / "old_file").exists()
+    # one trained to the right update is kept
+    monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 5200)
+    ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
+    assert len(trained) == 1
