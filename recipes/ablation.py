@@ -36,6 +36,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -63,6 +64,17 @@ OPTIM_ARGS = [
     "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0", "--dropout", "0.0",
     "--max-tokens", "3072",
 ]
+# fairseq's device flag for every train and decode; configure() sets it from --device.
+DEVICE_ARGS = ["--cpu"]
+
+
+def configure(args):
+    """Point every fairseq command of this run at --device, --arch and --max-tokens (module
+    level: all trainings and decodes of one run share them)."""
+    global DEVICE_ARGS
+    DEVICE_ARGS = ["--cpu"] if args.device == "cpu" else []
+    MODEL_ARGS[MODEL_ARGS.index("--arch") + 1] = args.arch
+    OPTIM_ARGS[OPTIM_ARGS.index("--max-tokens") + 1] = str(args.max_tokens)
 
 
 def log(msg):
@@ -128,7 +140,7 @@ def training_seconds(log_path):
 def train(data, save_dir, extra, log_path):
     return fairseq("train", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
                    "--criterion", "fastdiss_loss", *MODEL_ARGS, *OPTIM_ARGS,
-                   "--cpu", "--num-workers", "0", "--disable-validation", "--no-epoch-checkpoints",
+                   *DEVICE_ARGS, "--num-workers", "0", "--disable-validation", "--no-epoch-checkpoints",
                    "--save-dir", save_dir, "--log-format", "simple", "--log-interval", "50", *extra,
                    out_path=log_path)
 
@@ -141,7 +153,7 @@ def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
     (e.g. clamping) is never mixed with old outputs."""
     args = [data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", ckpt,
             "--gen-subset", subset, "--decoding-steps", steps, "--length-beam", length_beam,
-            "--max-tokens", "12000", "--remove-bpe", "--seed", "1", "--cpu", *extra]
+            "--max-tokens", "12000", "--remove-bpe", "--seed", "1", *DEVICE_ARGS, *extra]
     settings = decode_settings(args)
     log_path = out_path + ".log"
     done = os.path.exists(log_path) and os.path.exists(out_path)
@@ -180,8 +192,9 @@ def sacrebleu(gen_path, refs):
         return score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
 
 
-def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
-    """Train one variant from the shared warm start up to update `max_update`; its checkpoint."""
+def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, interval=None):
+    """Train one variant from the shared warm start up to update `max_update`; its checkpoint.
+    With warm_ckpt None, from scratch, keeping a checkpoint every `interval` updates."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
     if os.path.exists(ckpt) and checkpoint_updates(ckpt) != max_update:
@@ -189,10 +202,11 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
         log(f"{name} was trained to update {checkpoint_updates(ckpt)}, not {max_update}: training it again")
         shutil.rmtree(save)
     if not os.path.exists(ckpt):
-        log(f"training {name} from the warm start to update {max_update}")
+        log(f"training {name} from {'the warm start' if warm_ckpt else 'scratch'} to update {max_update}")
         t0 = time.time()
-        train(data, save, flags + ["--seed", str(seed), "--restore-file", warm_ckpt, "--reset-dataloader",
-                                   "--max-update", str(max_update)],
+        start = (["--restore-file", warm_ckpt, "--reset-dataloader"] if warm_ckpt
+                 else ["--save-interval-updates", str(interval)])
+        train(data, save, flags + ["--seed", str(seed), *start, "--max-update", str(max_update)],
               os.path.join(work, f"{name}.log"))
         log(f"  trained in {time.time() - t0:.0f} s")
     return ckpt
@@ -200,7 +214,8 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update):
 
 def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=(), tag=""):
     """The baseline objective's SacreBLEU at `steps` steps for each interval checkpoint of the
-    warm start: what the issue asks for when the baseline stays below its 10-BLEU bar."""
+    warm start (from scratch: of the baseline's run): what the issue asks for when the baseline
+    stays below its 10-BLEU bar."""
     points = []
     for name in os.listdir(warm):
         m = re.fullmatch(r"checkpoint_\d+_(\d+)\.pt", name)
@@ -214,7 +229,7 @@ def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=
         decode(data, ckpt, steps, length_beam, gen, extra=extra)
         bleu = sacrebleu(gen, refs)
         curve.append({"updates": updates, "steps": steps, "sacrebleu": bleu})
-        log(f"  warm start at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
+        log(f"  baseline objective at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
     return curve
 
 
@@ -224,6 +239,13 @@ def main(argv=None):
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--warm-minutes", type=float, default=35.0)
+    p.add_argument("--from-scratch-updates", type=int, default=0, metavar="N",
+                   help="no warm start: train every variant from scratch for N updates (the GPU design)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
+    p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="trainings run at once (on one GPU, several small models share it well)")
     p.add_argument("--variant-updates", type=int, default=200)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100])
     p.add_argument("--length-beam", type=int, default=1)
@@ -249,6 +271,7 @@ def main(argv=None):
         write_report(results, args.out, results["settings"]["quick"])
         return
     limits = {}
+    configure(args)
     if args.quick:
         args.warm_minutes, args.variant_updates, args.steps, args.curve_every = 0.5, 10, [1, 2, 5], 5
         args.recompute_max_steps = 2
@@ -257,8 +280,6 @@ def main(argv=None):
     for k in args.steps:
         if k < 1:
             sys.exit(f"ablation: error: --steps must be >= 1, got {k}")
-    if not os.path.isdir(args.raw):
-        sys.exit(f"ablation: error: --raw {args.raw} is not a folder (expected ../shared/data/de-en)")
     os.makedirs(args.work, exist_ok=True)
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
@@ -266,6 +287,8 @@ def main(argv=None):
 
     data = os.path.join(args.work, "data-bin")
     if not os.path.exists(os.path.join(data, "prepare.json")):
+        if not os.path.isdir(args.raw):
+            sys.exit(f"ablation: error: --raw {args.raw} is not a folder (expected ../shared/data/de-en)")
         log("preparing the length-bounded slice")
         make_slice(args.raw, os.path.join(args.work, "raw"), args.max_words, limits)
         run([sys.executable, os.path.join(ROOT, "preprocess", "prepare_parallel.py"), "--raw",
@@ -273,37 +296,51 @@ def main(argv=None):
              str(args.bpe_merges), "--out", data])
     refs = read_refs(os.path.join(data, "refs", "test.en"))
 
-    warm = os.path.join(args.work, "warm")
-    warm_ckpt = os.path.join(warm, "checkpoint_last.pt")
-    warm_args = ["--seed", "1", "--stop-time-hours", str(args.warm_minutes / 60),
-                 "--save-interval-updates", str(args.curve_every)]
-    if not os.path.exists(warm_ckpt):
-        log(f"warm start: baseline objective for {args.warm_minutes} minutes")
-        train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
-    elif warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60:
-        # A longer --warm-minutes than the existing warm start's: fairseq resumes it from its
-        # last checkpoint. That checkpoint is kept under fairseq's interval name first, so the
-        # learning curve keeps the point; the variants and their decodes are redone.
-        updates, epoch, seconds = warm_state(warm_ckpt)
-        shutil.copy2(warm_ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
-        log(f"warm start: extending it from {seconds / 60:.1f} to {args.warm_minutes} minutes")
-        with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
-            f.write(f"\n# resumed at update {updates} for --warm-minutes {args.warm_minutes}\n")
-        train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
-    warm_updates = checkpoint_updates(warm_ckpt)
-    variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
-    log(f"warm start has {warm_updates} updates")
+    if args.from_scratch_updates:
+        warm = warm_ckpt = None
+        warm_updates, variant_max_update = 0, args.from_scratch_updates
+        curve_dir = os.path.join(args.work, f"baseline.seed{args.seeds[0]}")
+    else:
+        warm = curve_dir = os.path.join(args.work, "warm")
+        warm_ckpt = os.path.join(warm, "checkpoint_last.pt")
+        warm_args = ["--seed", "1", "--stop-time-hours", str(args.warm_minutes / 60),
+                     "--save-interval-updates", str(args.curve_every)]
+        if not os.path.exists(warm_ckpt):
+            log(f"warm start: baseline objective for {args.warm_minutes} minutes")
+            train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
+        elif warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60:
+            # A longer --warm-minutes than the existing warm start's: fairseq resumes it from its
+            # last checkpoint. That checkpoint is kept under fairseq's interval name first, so the
+            # learning curve keeps the point; the variants and their decodes are redone.
+            updates, epoch, seconds = warm_state(warm_ckpt)
+            shutil.copy2(warm_ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
+            log(f"warm start: extending it from {seconds / 60:.1f} to {args.warm_minutes} minutes")
+            with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
+                f.write(f"\n# resumed at update {updates} for --warm-minutes {args.warm_minutes}\n")
+            train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
+        warm_updates = checkpoint_updates(warm_ckpt)
+        variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
+        log(f"warm start has {warm_updates} updates")
 
-    results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
-               "train_seconds": {"warm": warm_state(warm_ckpt)[2]}, "runs": [],
-               "baseline_curve": learning_curve(data, warm, warm_updates, args.length_beam, refs,
-                                                extra=decode_extra, tag=tag)}
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
     ]
+    sweep = {} if args.no_sweep else {
+        "defaults": ("scp_mans.seed1", None), **{name: (f"sweep.{name}", flags) for name, flags in SWEEP.items()}}
+    # Every training first (--jobs at once), then every decode.
+    trainings = [(f"{v}.seed{seed}", VARIANTS[v], seed) for v, seed in runs] + [
+        (run_name, flags, args.seeds[0]) for run_name, flags in sweep.values() if flags is not None]
+    with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        for future in [pool.submit(continue_from_warm, data, args.work, name, flags, seed, warm_ckpt,
+                                   variant_max_update, args.curve_every) for name, flags, seed in trainings]:
+            future.result()
+
+    results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
+               "train_seconds": {"warm": warm_state(warm_ckpt)[2] if warm_ckpt else None}, "runs": [],
+               "baseline_curve": learning_curve(data, curve_dir, warm_updates or variant_max_update,
+                                                args.length_beam, refs, extra=decode_extra, tag=tag)}
     for variant, seed in runs:
-        ckpt = continue_from_warm(data, args.work, f"{variant}.seed{seed}", VARIANTS[variant], seed,
-                                  warm_ckpt, variant_max_update)
+        ckpt = os.path.join(args.work, f"{variant}.seed{seed}", "checkpoint_last.pt")
         results["train_seconds"][f"{variant}.seed{seed}"] = training_seconds(
             os.path.join(args.work, f"{variant}.seed{seed}.log"))
         steps = args.steps if seed == args.seeds[0] else [5]
@@ -330,13 +367,8 @@ def main(argv=None):
     # Defaults sweep on valid: SCP+MANS with the defaults, and each alternative setting.
     valid_refs = read_refs(os.path.join(data, "refs", "valid.en"))
     results["sweep"] = []
-    sweep = {} if args.no_sweep else {
-        "defaults": ("scp_mans.seed1", None), **{name: (f"sweep.{name}", flags) for name, flags in SWEEP.items()}}
     for name, (run_name, flags) in sweep.items():
         ckpt = os.path.join(args.work, run_name, "checkpoint_last.pt")
-        if flags is not None:
-            ckpt = continue_from_warm(data, args.work, run_name, flags, args.seeds[0], warm_ckpt,
-                                      variant_max_update)
         for k in SWEEP_STEPS:
             gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
             decode(data, ckpt, k, args.length_beam, gen, subset="valid", extra=decode_extra)
@@ -379,18 +411,21 @@ def target_lines(cell, seed, seeds):
 
 
 def write_report(results, out, quick):
-    name = ("ablation-quick" if quick else "ablation") + (
-        "_no_clamping" if results["settings"].get("no_clamping") else "")
+    s = results["settings"]
+    name = ("ablation-quick" if quick else "ablation") + ("_gpu" if s.get("device") == "cuda" else "") + (
+        "_no_clamping" if s.get("no_clamping") else "")
     with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(results, f, indent=2)
-    s = results["settings"]
     cell = {(r["variant"], r["seed"], r["steps"]): r["sacrebleu"] for r in results["runs"]}
     seed0 = s["seeds"][0]
     lines = [
         f"# FastDiSS ablation on de-en/test ({'QUICK smoke run: numbers mean nothing' if quick else 'SacreBLEU, detokenized'})",
         "",
-        f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
-        f"{s['variant_updates']} updates; fastdiss_small; {s['bpe_merges']} BPE merges; training pairs "
+        (f"From scratch: each variant {s['from_scratch_updates']} updates" if s.get("from_scratch_updates") else
+         f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
+         f"{s['variant_updates']} updates")
+        + f"; {s.get('arch', 'fastdiss_small')} on {s.get('device', 'cpu')}, {s.get('max_tokens', 3072)} tokens "
+        f"a batch; {s['bpe_merges']} BPE merges; training pairs "
         f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
         f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",
         "",
@@ -415,8 +450,9 @@ def write_report(results, out, quick):
             lines.append(f"| {v}, recomputed | " + " | ".join(f"{redo.get((v, k), float('nan')):.2f}" for k in ks) + " |")
     lines += ["", "Targets (issue 4), from the table above:", ""] + target_lines(cell, seed0, s["seeds"])
     if results["sweep"]:
-        lines += ["", "SCP/MANS defaults sweep on de-en/valid (never test), each from the warm start for "
-                  f"{s['variant_updates']} updates, seed {seed0}:", "",
+        budget = (f"from scratch for {s['from_scratch_updates']} updates" if s.get("from_scratch_updates")
+                  else f"from the warm start for {s['variant_updates']} updates")
+        lines += ["", f"SCP/MANS defaults sweep on de-en/valid (never test), each {budget}, seed {seed0}:", "",
                   "| setting | flags | " + " | ".join(f"valid K={k}" for k in SWEEP_STEPS) + " |",
                   "|---|---|" + "---|" * len(SWEEP_STEPS)]
         sweep = {}
@@ -424,7 +460,9 @@ def write_report(results, out, quick):
             sweep.setdefault((r["setting"], " ".join(r["flags"])), {})[r["steps"]] = r["sacrebleu_valid"]
         for (setting, flags), by_k in sweep.items():
             lines.append(f"| {setting} | `{flags}` | " + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
-    lines += ["", "Baseline objective's learning curve (warm-start checkpoints, 50 steps):", "",
+    lines += ["", "Baseline objective's learning curve ("
+              + ("the baseline's interval checkpoints" if s.get("from_scratch_updates") else "warm-start checkpoints")
+              + ", 50 steps):", "",
               "| updates | " + " | ".join(str(p["updates"]) for p in results["baseline_curve"]) + " |",
               "|---|" + "---|" * len(results["baseline_curve"]),
               "| SacreBLEU | " + " | ".join(f"{p['sacrebleu']:.2f}" for p in results["baseline_curve"]) + " |"]

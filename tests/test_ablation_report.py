@@ -133,3 +133,33 @@ def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 5200)
     ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
     assert len(trained) == 1
+
+
+def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monkeypatch):
+    """--device cuda --arch ... --max-tokens ...: no --cpu in any command, the arch and batch
+    replaced; --from-scratch-updates: no --restore-file, interval checkpoints for the curve."""
+    for name in ("MODEL_ARGS", "OPTIM_ARGS", "DEVICE_ARGS"):
+        monkeypatch.setattr(ablation, name, list(getattr(ablation, name)))
+    args = ablation.argparse.Namespace(device="cuda", arch="fastdiss_iwslt_de_en", max_tokens=8192)
+    ablation.configure(args)
+    commands = []
+    monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None: commands.append(cmd) or "")
+    monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 0)
+    ablation.continue_from_warm("data", str(tmp_path), "baseline.seed1", [], 1, None, 2000, interval=1000)
+    cmd = commands[0]
+    assert "--cpu" not in cmd and "--restore-file" not in cmd
+    assert cmd[cmd.index("--arch") + 1] == "fastdiss_iwslt_de_en" and cmd[cmd.index("--max-tokens") + 1] == "8192"
+    assert cmd[cmd.index("--save-interval-updates") + 1] == "1000" and cmd[cmd.index("--max-update") + 1] == "2000"
+
+
+def test_the_gpu_check_says_what_is_missing(tmp_path):
+    """recipes/gpu/run_gpu_checks.sh without the carried data-bin: one line, exit 2, no work."""
+    repo = tmp_path / "repo"
+    (repo / "recipes" / "gpu").mkdir(parents=True)
+    shutil.copy(os.path.join(ROOT, "recipes", "gpu", "run_gpu_checks.sh"), repo / "recipes" / "gpu")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"))
+    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_checks.sh")], capture_output=True,
+                          text=True, env=env)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("run_gpu_checks: error: runs/ablation/data-bin is missing")
