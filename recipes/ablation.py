@@ -6,14 +6,16 @@ ablation (standard self-conditioning = baseline, +SCP, +MANS, +SCP+MANS) and dec
 de-en/test at 1, 2, 5, 10, 20, 50 and 100 steps. CPU time is the binding constraint, so the
 design is the warm-start one allowed by the issue:
 
-  1. one shared warm-start checkpoint, trained with the baseline objective for --warm-minutes;
+  1. one shared warm-start checkpoint, trained with the baseline objective for --warm-updates
+     (or, on a machine of unknown speed, --warm-minutes);
   2. each variant continued from it for the same --variant-updates (same data order, seed,
      batch, learning-rate schedule), with its own SCP/MANS flags;
   3. every variant decoded at every step count (SacreBLEU, detokenized, full test set);
   4. baseline and SCP+MANS trained again with a second seed, compared at 5 steps (spread).
 
-Run again with a larger --warm-minutes, it resumes the existing warm start up to the new total
-(fairseq counts --stop-time-hours cumulatively) and trains and decodes the variants again.
+Run again with a larger --warm-updates or --warm-minutes, it resumes the existing warm start up
+to the new total (fairseq counts --stop-time-hours cumulatively) and trains and decodes the
+variants again.
 
 The warm start keeps an interval checkpoint every --curve-every updates; each is decoded at
 50 steps: the baseline objective's learning curve, which says whether the baseline is a real
@@ -238,7 +240,10 @@ def main(argv=None):
     p.add_argument("--raw", default=os.path.join(ROOT, "..", "shared", "data", "de-en"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
-    p.add_argument("--warm-minutes", type=float, default=35.0)
+    p.add_argument("--warm-updates", type=int, default=5500,
+                   help="warm-start length in updates (the reproducible budget; 0: use --warm-minutes)")
+    p.add_argument("--warm-minutes", type=float, default=0.0,
+                   help="train the warm start for this many minutes instead (overrides --warm-updates)")
     p.add_argument("--from-scratch-updates", type=int, default=0, metavar="N",
                    help="no warm start: train every variant from scratch for N updates (the GPU design)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -271,9 +276,14 @@ def main(argv=None):
         write_report(results, args.out, results["settings"]["quick"])
         return
     limits = {}
+    if args.warm_minutes:
+        args.warm_updates = 0
+    if not (args.warm_updates or args.warm_minutes or args.from_scratch_updates):
+        sys.exit("ablation: error: the warm start needs --warm-updates > 0 or --warm-minutes > 0")
     configure(args)
     if args.quick:
-        args.warm_minutes, args.variant_updates, args.steps, args.curve_every = 0.5, 10, [1, 2, 5], 5
+        args.warm_updates, args.warm_minutes = 0, 0.5
+        args.variant_updates, args.steps, args.curve_every = 10, [1, 2, 5], 5
         args.recompute_max_steps = 2
         args.bpe_merges, limits = 500, {"train": 2000, "valid": 50, "test": 50}
         args.work = args.work + "-quick"
@@ -303,20 +313,27 @@ def main(argv=None):
     else:
         warm = curve_dir = os.path.join(args.work, "warm")
         warm_ckpt = os.path.join(warm, "checkpoint_last.pt")
-        warm_args = ["--seed", "1", "--stop-time-hours", str(args.warm_minutes / 60),
-                     "--save-interval-updates", str(args.curve_every)]
+        if args.warm_updates:
+            budget, what = ["--max-update", str(args.warm_updates)], f"{args.warm_updates} updates"
+        else:
+            budget, what = ["--stop-time-hours", str(args.warm_minutes / 60)], f"{args.warm_minutes} minutes"
+        warm_args = ["--seed", "1", *budget, "--save-interval-updates", str(args.curve_every)]
+        if os.path.exists(warm_ckpt) and args.warm_updates and warm_state(warm_ckpt)[0] > args.warm_updates:
+            sys.exit(f"ablation: error: the warm start in {warm} has {warm_state(warm_ckpt)[0]} updates, more "
+                     f"than --warm-updates {args.warm_updates}; pass another --work")
         if not os.path.exists(warm_ckpt):
-            log(f"warm start: baseline objective for {args.warm_minutes} minutes")
+            log(f"warm start: baseline objective for {what}")
             train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
-        elif warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60:
-            # A longer --warm-minutes than the existing warm start's: fairseq resumes it from its
-            # last checkpoint. That checkpoint is kept under fairseq's interval name first, so the
+        elif (warm_state(warm_ckpt)[0] < args.warm_updates if args.warm_updates
+              else warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60):
+            # A longer budget than the existing warm start's: fairseq resumes it from its last
+            # checkpoint. That checkpoint is kept under fairseq's interval name first, so the
             # learning curve keeps the point; the variants and their decodes are redone.
             updates, epoch, seconds = warm_state(warm_ckpt)
             shutil.copy2(warm_ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
-            log(f"warm start: extending it from {seconds / 60:.1f} to {args.warm_minutes} minutes")
+            log(f"warm start: extending it from {updates} updates ({seconds / 60:.1f} minutes) to {what}")
             with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
-                f.write(f"\n# resumed at update {updates} for --warm-minutes {args.warm_minutes}\n")
+                f.write(f"\n# resumed at update {updates} for {what}\n")
             train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
         warm_updates = checkpoint_updates(warm_ckpt)
         variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates

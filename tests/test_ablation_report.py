@@ -163,3 +163,16 @@ def test_the_gpu_check_says_what_is_missing(tmp_path):
                           text=True, env=env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("run_gpu_checks: error: runs/ablation/data-bin is missing")
+
+
+def test_a_warm_start_longer_than_asked_is_an_error_not_a_silent_reuse(tmp_path, monkeypatch):
+    (tmp_path / "data-bin" / "refs").mkdir(parents=True)
+    (tmp_path / "data-bin" / "prepare.json").write_text("{}")
+    (tmp_path / "data-bin" / "refs" / "test.en").write_text("a\n")
+    (tmp_path / "warm").mkdir()
+    (tmp_path / "warm" / "checkpoint_last.pt").write_text("")
+    monkeypatch.setattr(ablation, "warm_state", lambda path: (5500, 13, 4200.0))
+    with pytest.raises(SystemExit, match="has 5500 updates, more than --warm-updates 100; pass another --work"):
+        ablation.main(["--warm-updates", "100", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="needs --warm-updates > 0 or --warm-minutes > 0"):
+        ablation.main(["--warm-updates", "0", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
