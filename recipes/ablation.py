@@ -13,6 +13,10 @@ design is the warm-start one allowed by the issue:
   3. every variant decoded at every step count (SacreBLEU, detokenized, full test set);
   4. baseline and SCP+MANS trained again with a second seed, compared at 5 steps (spread).
 
+On a GPU the issue's from-scratch design runs instead: --from-scratch-updates N trains every
+variant from scratch for N updates, --device cuda --arch fastdiss_iwslt_de_en, --jobs trainings
+at once (recipes/gpu/run_gpu_checks.sh, one command of < 10 minutes).
+
 Run again with a larger --warm-updates or --warm-minutes, it resumes the existing warm start up
 to the new total (fairseq counts --stop-time-hours cumulatively) and trains and decodes the
 variants again.
