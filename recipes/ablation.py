@@ -57,6 +57,9 @@ SWEEP = {
     "scp_fixed_0.2": ["--scp", "--mans", "--scp-mode", "fixed", "--scp-delta-max", "0.2"],
     "mans_strength_0.25": ["--scp", "--mans", "--mans-strength", "0.25"],
     "mans_likelihood": ["--scp", "--mans", "--mans-measure", "likelihood"],
+    # z_{t'} from the same eps as z_t: the deterministic sampler's previous estimate shares
+    # the current latent's noise direction, which fresh noise does not imitate.
+    "scp_shared_noise": ["--scp", "--mans", "--scp-shared-noise"],
 }
 SWEEP_STEPS = (2, 5)
 MODEL_ARGS = [
@@ -346,11 +349,15 @@ def main(argv=None):
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
     ]
+    # The sweep's reference rows are variants already trained: SCP+MANS with the defaults, and
+    # the baseline (is any setting above it on valid?).
     sweep = {} if args.no_sweep else {
-        "defaults": ("scp_mans.seed1", None), **{name: (f"sweep.{name}", flags) for name, flags in SWEEP.items()}}
+        "defaults": (f"scp_mans.seed{args.seeds[0]}", VARIANTS["scp_mans"]),
+        "baseline (reference)": (f"baseline.seed{args.seeds[0]}", VARIANTS["baseline"]),
+        **{name: (f"sweep.{name}", flags) for name, flags in SWEEP.items()}}
     # Every training first (--jobs at once), then every decode.
     trainings = [(f"{v}.seed{seed}", VARIANTS[v], seed) for v, seed in runs] + [
-        (run_name, flags, args.seeds[0]) for run_name, flags in sweep.values() if flags is not None]
+        (run_name, flags, args.seeds[0]) for run_name, flags in sweep.values() if run_name.startswith("sweep.")]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for future in [pool.submit(continue_from_warm, data, args.work, name, flags, seed, warm_ckpt,
                                    variant_max_update, args.curve_every) for name, flags, seed in trainings]:
@@ -393,7 +400,7 @@ def main(argv=None):
         for k in SWEEP_STEPS:
             gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
             decode(data, ckpt, k, args.length_beam, gen, subset="valid", extra=decode_extra)
-            results["sweep"].append({"setting": name, "flags": flags or VARIANTS["scp_mans"], "steps": k,
+            results["sweep"].append({"setting": name, "flags": flags, "steps": k,
                                      "sacrebleu_valid": sacrebleu(gen, valid_refs)})
             log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
     results["wall_minutes"] = (time.time() - start) / 60
@@ -480,6 +487,7 @@ def write_report(results, out, quick):
         for r in results["sweep"]:
             sweep.setdefault((r["setting"], " ".join(r["flags"])), {})[r["steps"]] = r["sacrebleu_valid"]
         for (setting, flags), by_k in sweep.items():
+            flags = flags or "(none)"
             lines.append(f"| {setting} | `{flags}` | " + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
     lines += ["", "Baseline objective's learning curve ("
               + ("the baseline's interval checkpoints" if s.get("from_scratch_updates") else "warm-start checkpoints")
