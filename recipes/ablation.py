@@ -206,9 +206,10 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
     With warm_ckpt None, from scratch, keeping a checkpoint every `interval` updates."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
-    if os.path.exists(ckpt) and checkpoint_updates(ckpt) != max_update:
+    trained_to = checkpoint_updates(ckpt) if os.path.exists(ckpt) else None
+    if trained_to is not None and trained_to != max_update:
         # Continued from an earlier (shorter) warm start: stale for this comparison.
-        log(f"{name} was trained to update {checkpoint_updates(ckpt)}, not {max_update}: training it again")
+        log(f"{name} was trained to update {trained_to}, not {max_update}: training it again")
         shutil.rmtree(save)
     if not os.path.exists(ckpt):
         log(f"training {name} from {'the warm start' if warm_ckpt else 'scratch'} to update {max_update}")
@@ -240,6 +241,38 @@ def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=
         curve.append({"updates": updates, "steps": steps, "sacrebleu": bleu})
         log(f"  baseline objective at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
     return curve
+
+
+def warm_start(args, data):
+    """The shared warm start, trained (or resumed) to the budget asked: its checkpoint, updates
+    and cumulative training seconds. The checkpoint is read once before and once after."""
+    warm = os.path.join(args.work, "warm")
+    ckpt = os.path.join(warm, "checkpoint_last.pt")
+    if args.warm_updates:
+        budget, what = ["--max-update", str(args.warm_updates)], f"{args.warm_updates} updates"
+    else:
+        budget, what = ["--stop-time-hours", str(args.warm_minutes / 60)], f"{args.warm_minutes} minutes"
+    warm_args = ["--seed", "1", *budget, "--save-interval-updates", str(args.curve_every)]
+    if not os.path.exists(ckpt):
+        log(f"warm start: baseline objective for {what}")
+        train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
+    else:
+        updates, epoch, seconds = warm_state(ckpt)
+        if args.warm_updates and updates > args.warm_updates:
+            sys.exit(f"ablation: error: the warm start in {warm} has {updates} updates, more "
+                     f"than --warm-updates {args.warm_updates}; pass another --work")
+        if updates < args.warm_updates if args.warm_updates else seconds < args.warm_minutes * 60 - 60:
+            # A longer budget than the existing warm start's: fairseq resumes it from its last
+            # checkpoint. That checkpoint is kept under fairseq's interval name first, so the
+            # learning curve keeps the point; the variants and their decodes are redone.
+            shutil.copy2(ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
+            log(f"warm start: extending it from {updates} updates ({seconds / 60:.1f} minutes) to {what}")
+            with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
+                f.write(f"\n# resumed at update {updates} for {what}\n")
+            train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
+    updates, _, seconds = warm_state(ckpt)
+    log(f"warm start has {updates} updates")
+    return ckpt, updates, seconds
 
 
 def main(argv=None):
@@ -314,37 +347,13 @@ def main(argv=None):
     refs = read_refs(os.path.join(data, "refs", "test.en"))
 
     if args.from_scratch_updates:
-        warm = warm_ckpt = None
-        warm_updates, variant_max_update = 0, args.from_scratch_updates
+        warm_ckpt, warm_updates, warm_seconds = None, 0, None
+        variant_max_update = args.from_scratch_updates
         curve_dir = os.path.join(args.work, f"baseline.seed{args.seeds[0]}")
     else:
-        warm = curve_dir = os.path.join(args.work, "warm")
-        warm_ckpt = os.path.join(warm, "checkpoint_last.pt")
-        if args.warm_updates:
-            budget, what = ["--max-update", str(args.warm_updates)], f"{args.warm_updates} updates"
-        else:
-            budget, what = ["--stop-time-hours", str(args.warm_minutes / 60)], f"{args.warm_minutes} minutes"
-        warm_args = ["--seed", "1", *budget, "--save-interval-updates", str(args.curve_every)]
-        if os.path.exists(warm_ckpt) and args.warm_updates and warm_state(warm_ckpt)[0] > args.warm_updates:
-            sys.exit(f"ablation: error: the warm start in {warm} has {warm_state(warm_ckpt)[0]} updates, more "
-                     f"than --warm-updates {args.warm_updates}; pass another --work")
-        if not os.path.exists(warm_ckpt):
-            log(f"warm start: baseline objective for {what}")
-            train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
-        elif (warm_state(warm_ckpt)[0] < args.warm_updates if args.warm_updates
-              else warm_state(warm_ckpt)[2] < args.warm_minutes * 60 - 60):
-            # A longer budget than the existing warm start's: fairseq resumes it from its last
-            # checkpoint. That checkpoint is kept under fairseq's interval name first, so the
-            # learning curve keeps the point; the variants and their decodes are redone.
-            updates, epoch, seconds = warm_state(warm_ckpt)
-            shutil.copy2(warm_ckpt, os.path.join(warm, f"checkpoint_{epoch}_{updates}.pt"))
-            log(f"warm start: extending it from {updates} updates ({seconds / 60:.1f} minutes) to {what}")
-            with open(os.path.join(args.work, "warm.log"), "a", encoding="utf-8") as f:
-                f.write(f"\n# resumed at update {updates} for {what}\n")
-            train(data, warm, warm_args, os.path.join(args.work, "warm.resume.log"))
-        warm_updates = checkpoint_updates(warm_ckpt)
+        warm_ckpt, warm_updates, warm_seconds = warm_start(args, data)
         variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
-        log(f"warm start has {warm_updates} updates")
+        curve_dir = os.path.dirname(warm_ckpt)
 
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
@@ -364,7 +373,7 @@ def main(argv=None):
             future.result()
 
     results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
-               "train_seconds": {"warm": warm_state(warm_ckpt)[2] if warm_ckpt else None}, "runs": [],
+               "train_seconds": {"warm": warm_seconds}, "runs": [],
                "baseline_curve": learning_curve(data, curve_dir, warm_updates or variant_max_update,
                                                 args.length_beam, refs, extra=decode_extra, tag=tag)}
     for variant, seed in runs:
