@@ -10,9 +10,11 @@ each part of `FastDiSSGenerator.generate` with wall-clock timers around
                  denoiser computed once per batch (cross-attention keys/values, source copy:
                  part of every denoiser pass before they were hoisted into the cache);
   bookkeeping    per-sentence seeded noise, candidate ranking and hypothesis building
-                 (`_finalize`), the sampler's own arithmetic (DDIM updates, softmax), and
-                 what fairseq-generate does per sentence after the generator (token ids to
-                 text, BPE removal).
+                 (`_finalize`), the token search on the rounding logits (the max over the
+                 vocabulary, for clamping at every step and for the final tokens, and the
+                 final log-softmax that scores them), the sampler's own arithmetic (DDIM
+                 updates, clamping's gather and scatter), and what fairseq-generate does per
+                 sentence after the generator (token ids to text, BPE removal).
 
     python recipes/profile_generator.py DATA --path CKPT [--decoding-steps 5] [--length-beam 5]
         [--batch-size 100] [--subset test] [--json out.json]
@@ -85,6 +87,10 @@ def main(argv=None):
     model.decoder.inference_cache = timed(model.decoder.inference_cache, totals, "source-side cache")
     generator._candidate_noise = timed(generator._candidate_noise, totals, "seeded noise")
     generator._finalize = timed(generator._finalize, totals, "ranking + hypotheses")
+    # round_rows is looked up as a module global at each call; the rounding logits it computes
+    # are timed inside it (nested), so the token search is its total minus those.
+    import fastdiss_fairseq.generator as generator_module
+    generator_module.round_rows = timed(generator_module.round_rows, totals, "round_rows")
 
     tgt_dict = task.target_dictionary
     generate_s = post_s = 0.0
@@ -102,9 +108,11 @@ def main(argv=None):
 
     model_s = sum(totals[k] for k in MODEL_PARTS)
     rows = [(k, totals[k]) for k in MODEL_PARTS]
+    token_search = totals["round_rows"] - totals["rounding logits"]
     rows += [("seeded noise", totals["seeded noise"]), ("ranking + hypotheses", totals["ranking + hypotheses"]),
+             ("token search: max over V, log-softmax", token_search),
              ("sampler arithmetic, other", generate_s - model_s - totals["seeded noise"]
-              - totals["ranking + hypotheses"]),
+              - totals["ranking + hypotheses"] - token_search),
              ("ids -> text, BPE removal", post_s)]
     wall = generate_s + post_s
     print(f"# Generator profile: {sentences} sentences, {args.decoding_steps} steps, length beam "
