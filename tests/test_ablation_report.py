@@ -109,6 +109,9 @@ def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatc
 def test_warm_state_reads_updates_epoch_and_training_time(tiny_model):
     updates, epoch, seconds = ablation.warm_state(str(tiny_model[0]))
     assert updates == 30 and epoch >= 1 and seconds > 0
+    # the tiny model is trained with --scp --mans and the criterion's defaults
+    assert ablation.criterion_changes(str(tiny_model[0]), ["--scp", "--mans"]) == ""
+    assert ablation.criterion_changes(str(tiny_model[0]), ["--scp"]) == "--mans True -> False"
 
 
 def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeypatch):
@@ -129,10 +132,32 @@ def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeyp
     ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
     assert len(trained) == 1 and trained[0][-2:] == ["--max-update", "5200"]
     assert not (stale / "old_file").exists()
-    # one trained to the right update is kept
+    # one trained to the right update, with the settings the flags give, is kept
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 5200)
+    monkeypatch.setattr(ablation, "saved_criterion", lambda path: ablation.criterion_settings(["--scp"]))
     ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
     assert len(trained) == 1
+
+
+def test_a_variant_trained_with_other_criterion_settings_is_trained_again(tmp_path, monkeypatch):
+    """A default that changed since (here MANS strength) makes the saved variant stale, though
+    its flags (`--mans`) read the same."""
+    (tmp_path / "mans.seed1").mkdir()
+    (tmp_path / "mans.seed1" / "checkpoint_last.pt").write_text("old")
+    monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 5200)
+    old = dict(ablation.criterion_settings(["--mans"]), mans_strength=0.9)
+    monkeypatch.setattr(ablation, "saved_criterion", lambda path: old)
+    assert ablation.criterion_changes("ckpt", ["--mans"]).startswith("--mans-strength 0.9 -> ")
+    assert ablation.criterion_changes("ckpt", ["--mans", "--mans-strength", "0.9"]) == ""
+    trained = []
+
+    def fake_train(data, save_dir, extra, log_path):
+        trained.append(extra)
+        os.makedirs(save_dir, exist_ok=True)
+
+    monkeypatch.setattr(ablation, "train", fake_train)
+    ablation.continue_from_warm("data", str(tmp_path), "mans.seed1", ["--mans"], 1, "warm.pt", 5200)
+    assert len(trained) == 1 and trained[0][0] == "--mans"
 
 
 def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monkeypatch):

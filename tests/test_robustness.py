@@ -282,14 +282,14 @@ def test_sigkill_mid_epoch_resumes_with_the_same_update_counter_and_lr(tiny_data
 
 
 def test_resuming_with_changed_scp_mans_options_is_logged(tiny_data, tiny_model, tmp_path):
-    ckpt, _ = tiny_model  # trained with --scp --mans (strength 0.5)
+    ckpt, _ = tiny_model  # trained with --scp --mans (default strength 0.25)
     shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
     proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans-strength", "0.8",
                    "--max-update", "31", "--save-dir", tmp_path)
     log = proc.stdout + proc.stderr
     warning = re.search(r"fastdiss: resuming from \S+ with changed criterion options: (.*)", log)
     assert warning, log[-3000:]
-    assert warning.group(1) == "--mans True -> False, --mans-strength 0.5 -> 0.8"
+    assert warning.group(1) == "--mans True -> False, --mans-strength 0.25 -> 0.8"
     assert "(epoch 2 @ 30 updates)" in log and "num_updates 31" in log
 
 

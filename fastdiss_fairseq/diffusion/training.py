@@ -33,7 +33,7 @@ class TrainingNoiseConfig:
     scp_delta_max: float = 0.5
     scp_fresh_noise: bool = True
     mans: bool = False
-    mans_strength: float = 0.5
+    mans_strength: float = 0.25
     mans_measure: str = "distance"
     mans_normalization: str = "rank"
 
