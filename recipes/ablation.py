@@ -161,10 +161,17 @@ def saved_criterion(path):
     return dict(torch.load(path, map_location="cpu")["cfg"]["criterion"])
 
 
+def effective_settings(settings):
+    """The settings that change training: SCP's and MANS's own options count only when it is on."""
+    return {k: v for k, v in settings.items()
+            if not (k.startswith("scp_") and not settings.get("scp"))
+            and not (k.startswith("mans_") and not settings.get("mans"))}
+
+
 def criterion_changes(ckpt, flags):
     """'--name saved -> wanted, ...' for each criterion setting in which the checkpoint differs
     from what `flags` now give (a changed default included); '' if none."""
-    saved, wanted = saved_criterion(ckpt), criterion_settings(flags)
+    saved, wanted = effective_settings(saved_criterion(ckpt)), effective_settings(criterion_settings(flags))
     return ", ".join(f"--{k.replace('_', '-')} {saved[k]} -> {v}"
                      for k, v in wanted.items() if k in saved and saved[k] != v)
 
@@ -246,8 +253,11 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
         changes = criterion_changes(ckpt, flags)
         stale = f"was trained with other settings ({changes})" if changes else None
     if stale:
-        log(f"{name} {stale}: training it again")
-        shutil.rmtree(save)
+        # Kept aside as NAME.stale (one generation) rather than deleted: a mistaken verdict
+        # must not cost a training.
+        log(f"{name} {stale}: training it again (the old one is kept in {name}.stale)")
+        shutil.rmtree(save + ".stale", ignore_errors=True)
+        os.rename(save, save + ".stale")
     if not os.path.exists(ckpt):
         log(f"training {name} from {'the warm start' if warm_ckpt else 'scratch'} to update {max_update}")
         t0 = time.time()

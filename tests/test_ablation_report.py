@@ -131,7 +131,7 @@ def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "train", fake_train)
     ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 5200)
     assert len(trained) == 1 and trained[0][-2:] == ["--max-update", "5200"]
-    assert not (stale / "old_file").exists()
+    assert not (stale / "old_file").exists() and (tmp_path / "scp.seed1.stale" / "old_file").exists()
     # one trained to the right update, with the settings the flags give, is kept
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 5200)
     monkeypatch.setattr(ablation, "saved_criterion", lambda path: ablation.criterion_settings(["--scp"]))
@@ -149,6 +149,10 @@ def test_a_variant_trained_with_other_criterion_settings_is_trained_again(tmp_pa
     monkeypatch.setattr(ablation, "saved_criterion", lambda path: old)
     assert ablation.criterion_changes("ckpt", ["--mans"]).startswith("--mans-strength 0.9 -> ")
     assert ablation.criterion_changes("ckpt", ["--mans", "--mans-strength", "0.9"]) == ""
+    # MANS's own options do not matter to a run without MANS
+    monkeypatch.setattr(ablation, "saved_criterion", lambda path: dict(ablation.criterion_settings([]), mans_strength=0.9))
+    assert ablation.criterion_changes("ckpt", []) == ""
+    monkeypatch.setattr(ablation, "saved_criterion", lambda path: old)
     trained = []
 
     def fake_train(data, save_dir, extra, log_path):
