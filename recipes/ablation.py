@@ -29,7 +29,7 @@ Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, a
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
 a slice (for smoke tests; its numbers mean nothing).
 
-    python recipes/ablation.py                      # about 3.2 hours on 2 CPU cores (~1.9 h warm start)
+    python recipes/ablation.py                      # about 3 hours on 2 CPU cores (~1.6 h warm start)
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
