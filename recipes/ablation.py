@@ -46,6 +46,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from fastdiss_fairseq import resume_check  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -149,16 +150,12 @@ def criterion_settings(flags):
 
     parser = argparse.ArgumentParser()
     gen_parser_from_dataclass(parser, FastDiSSLossConfig())
-    return vars(parser.parse_known_args(flags)[0])
+    return {"_name": "fastdiss_loss", **vars(parser.parse_known_args(flags)[0])}
 
 
-def saved_criterion(path):
-    """The criterion settings a fairseq checkpoint was trained with."""
-    import torch
-
-    import fastdiss_fairseq  # noqa: F401
-
-    return dict(torch.load(path, map_location="cpu")["cfg"]["criterion"])
+# The criterion settings a checkpoint was trained with (a memory-mapped read, None if it cannot
+# tell): the plugin's own resume check, which warns when fairseq-train resumes with other ones.
+saved_criterion = resume_check.stored_criterion_cfg
 
 
 def effective_settings(settings):
@@ -170,10 +167,13 @@ def effective_settings(settings):
 
 def criterion_changes(ckpt, flags):
     """'--name saved -> wanted, ...' for each criterion setting in which the checkpoint differs
-    from what `flags` now give (a changed default included); '' if none."""
-    saved, wanted = effective_settings(saved_criterion(ckpt)), effective_settings(criterion_settings(flags))
-    return ", ".join(f"--{k.replace('_', '-')} {saved[k]} -> {v}"
-                     for k, v in wanted.items() if k in saved and saved[k] != v)
+    from what `flags` now give (a changed default included); '' if none or if it cannot tell.
+    The comparison is the resume check's, on the settings that matter to this run."""
+    saved = saved_criterion(ckpt)
+    if saved is None:
+        return ""
+    return ", ".join(resume_check.changed_options(effective_settings(saved),
+                                                  effective_settings(criterion_settings(flags))))
 
 
 def training_seconds(log_path):
