@@ -230,3 +230,18 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
 
     monkeypatch.setattr(generator_module, "run_sampler", sampler_clamping_everything)
     assert tokens(task.build_generator(models, Namespace())) == clamped
+
+
+def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):
+    """--fp32-matmul-precision medium and --input-scaling through the stock CLIs: training logs
+    the settings it applied, and the checkpoint decodes with the input scaling it was trained with."""
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans", "--max-update", "3",
+                   "--fp32-matmul-precision", "medium", "--input-scaling", "--save-dir", tmp_path)
+    log = proc.stdout + proc.stderr
+    assert "fastdiss CPU settings: fp32 matmul precision medium" in log
+    assert "denormals flushed: True" in log
+    state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")
+    assert state["cfg"]["model"].input_scaling is True
+    out = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tmp_path / "checkpoint_last.pt",
+                  "--decoding-steps", "2", "--no-cpu-tuning").stdout
+    assert len(hypotheses(out)) == SIZES["test"]

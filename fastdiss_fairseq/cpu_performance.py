@@ -1,0 +1,69 @@
+"""Process-wide settings that make FastDiSS fast on a CPU, applied when the task is set up.
+
+Measured on this project's 2-core development machine (docs/measurements.md, seventh session):
+
+- glibc's allocator hands back every freed block above its (dynamic) mmap threshold to the
+  OS, so the next tensor of that size is mapped again, page by page, on first touch. A training
+  update allocates many blocks of a few MB (activations, a block of rounding logits) and paid
+  for those page faults on every update. Keeping blocks of up to 32 MiB (glibc's maximum) in the
+  heap, and not trimming it, removes them. Results are unchanged: only where memory comes from.
+- Denormal floats (below 1.2e-38) take a slow path in the CPU's floating-point unit. The
+  softmax of a confident model underflows into them: exp(-90) is one. Flushing them to zero
+  made a block softmax 4-7x faster at such logits; the values it changes are below 1e-38.
+- `--fp32-matmul-precision medium` lets oneDNN compute float32 matrix products with bfloat16
+  inputs and float32 accumulation, on CPUs that have the instructions (AMX, AVX512-BF16); it is
+  torch.set_float32_matmul_precision, the CPU's counterpart of TF32 on GPUs, and changes the
+  numbers slightly. With it, PyTorch's fused CPU attention kernel became several times slower
+  than the plain matmul + softmax one, so that kernel is switched off on machines without CUDA.
+"""
+
+import ctypes
+import ctypes.util
+import logging
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+MATMUL_PRECISIONS = ("highest", "high", "medium")
+
+# mallopt(3) parameters of glibc
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc ignores larger values on 64-bit systems
+_TRIM_THRESHOLD = 1024 * 1024 * 1024
+_TOP_PAD = 64 * 1024 * 1024
+
+
+def keep_freed_memory_in_heap() -> bool:
+    """glibc only; returns False (and changes nothing) with another C library."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    ok = mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) == 1
+    ok &= mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD) == 1
+    ok &= mallopt(_M_TOP_PAD, _TOP_PAD) == 1
+    return bool(ok)
+
+
+def apply_cpu_settings(matmul_precision: str = "highest", tune: bool = True) -> None:
+    if matmul_precision not in MATMUL_PRECISIONS:
+        raise ValueError(
+            f"--fp32-matmul-precision must be one of {MATMUL_PRECISIONS}, got {matmul_precision!r}"
+        )
+    torch.set_float32_matmul_precision(matmul_precision)
+    if matmul_precision != "highest" and not torch.cuda.is_available():
+        torch.backends.cuda.enable_flash_sdp(False)  # the flag also selects the CPU kernel
+    if tune:
+        allocator = keep_freed_memory_in_heap()
+        flushed = torch.set_flush_denormal(True)
+        logger.info(
+            "fastdiss CPU settings: fp32 matmul precision %s, allocator keeps freed memory: %s, "
+            "denormals flushed: %s", matmul_precision, allocator, flushed,
+        )

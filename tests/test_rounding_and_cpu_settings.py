@@ -1,0 +1,98 @@
+"""The blocked rounding loss, the denoiser's input scaling and the CPU settings of the task."""
+
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from fastdiss_fairseq.diffusion import build_schedule, normalize_embeddings, q_sample
+from fastdiss_fairseq.diffusion.rounding import rounding_loss
+
+
+@pytest.fixture(autouse=True)
+def seeded():
+    torch.manual_seed(0)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("block_rows", [3, 256])
+def test_rounding_loss_matches_cross_entropy_in_value_and_gradients(eps, block_rows):
+    h = (torch.randn(10, 8) * 3).requires_grad_()  # 10 rows: blocks of 3 leave a remainder
+    table = torch.randn(13, 8, requires_grad=True)
+    y = torch.randint(0, 13, (10,))
+
+    ref = F.cross_entropy(h @ table.t(), y, label_smoothing=eps)
+    ref_nll = F.cross_entropy(h @ table.t(), y)
+    (2.5 * ref).backward()  # a factor in front, as --rounding-loss-factor puts there
+    ref_grads = h.grad.clone(), table.grad.clone()
+    h.grad = table.grad = None
+
+    out = rounding_loss(h, table, y, eps, block_rows=block_rows)
+    (2.5 * out.loss).backward()
+    assert torch.allclose(out.loss, ref, atol=1e-5)
+    assert torch.allclose(out.nll, ref_nll, atol=1e-5)
+    assert not out.nll.requires_grad
+    assert torch.allclose(h.grad, ref_grads[0], atol=1e-6)
+    assert torch.allclose(table.grad, ref_grads[1], atol=1e-6)
+
+
+def test_rounding_loss_without_grad_gives_the_same_value():
+    h, table, y = torch.randn(7, 4), torch.randn(9, 4), torch.randint(0, 9, (7,))
+    with torch.no_grad():
+        out = rounding_loss(h.requires_grad_(), table, y, 0.1, block_rows=2)
+    assert torch.allclose(out.loss, F.cross_entropy(h @ table.t(), y, label_smoothing=0.1), atol=1e-5)
+    assert not out.loss.requires_grad
+
+
+def test_rounding_loss_of_no_tokens_is_zero_and_backpropagates():
+    h = torch.zeros(0, 4, requires_grad=True)
+    table = torch.randn(5, 4, requires_grad=True)
+    out = rounding_loss(h, table, torch.zeros(0, dtype=torch.long), 0.1)
+    out.loss.backward()
+    assert out.loss.item() == 0.0 and torch.equal(table.grad, torch.zeros_like(table))
+
+
+def test_rounding_loss_rejects_bad_settings():
+    h, table, y = torch.randn(2, 4), torch.randn(5, 4), torch.tensor([0, 1])
+    with pytest.raises(ValueError, match="label smoothing"):
+        rounding_loss(h, table, y, 1.5)
+    with pytest.raises(ValueError, match="block_rows"):
+        rounding_loss(h, table, y, 0.1, block_rows=0)
+
+
+@pytest.mark.parametrize("t", [0.0, 0.05, 0.3, 0.7, 1.0])
+def test_input_scale_gives_z_t_unit_variance_at_every_level(t):
+    schedule = build_schedule("sqrt", noise_scale=4.0)
+    z0 = normalize_embeddings(torch.randn(4000, 64))  # unit variance per coordinate
+    level = torch.full((4000,), t)
+    z_t = q_sample(z0, level, schedule, torch.randn_like(z0))
+    scaled = z_t * schedule.input_scale(level)[:, None]
+    assert abs(scaled.var().item() - 1.0) < 0.05
+    assert z_t.var().item() > 1.5 or t < 0.01  # unscaled, it grows towards F^2 = 16
+
+
+def test_cpu_settings_reject_an_unknown_precision_and_set_a_known_one():
+    from fastdiss_fairseq.cpu_performance import apply_cpu_settings
+
+    before = torch.get_float32_matmul_precision()
+    flash = torch.backends.cuda.flash_sdp_enabled()
+    try:
+        with pytest.raises(ValueError, match="fp32-matmul-precision"):
+            apply_cpu_settings("low")
+        apply_cpu_settings("medium", tune=False)
+        assert torch.get_float32_matmul_precision() == "medium"
+        if not torch.cuda.is_available():
+            assert not torch.backends.cuda.flash_sdp_enabled()
+    finally:
+        torch.set_float32_matmul_precision(before)
+        torch.backends.cuda.enable_flash_sdp(flash)
+
+
+def test_allocator_setting_reports_whether_it_applied():
+    from fastdiss_fairseq.cpu_performance import keep_freed_memory_in_heap
+
+    applied = keep_freed_memory_in_heap()
+    assert isinstance(applied, bool)
+    import platform
+    if platform.libc_ver()[0] == "glibc":
+        assert applied
