@@ -42,14 +42,14 @@ AR_DIMS = {
 }
 
 
-def build(data, variant, arch, user_dir, model_args=()):
+def build(data, variant, arch, user_dir, model_args=(), matmul_precision="highest"):
     from fairseq import options, tasks
     from fairseq.dataclass.utils import convert_namespace_to_omegaconf
 
     task_name, family, criterion, extra = VARIANTS[variant]
     argv = [data, "--user-dir", user_dir, "--task", task_name, "--criterion", criterion, "--cpu"]
     if family == "fastdiss":
-        argv += ["--arch", arch, *model_args]
+        argv += ["--arch", arch, *model_args, "--fp32-matmul-precision", matmul_precision]
     else:
         dims = AR_DIMS.get(arch)
         if dims is None:
@@ -64,9 +64,10 @@ def build(data, variant, arch, user_dir, model_args=()):
     return task, model, task.build_criterion(cfg.criterion)
 
 
-def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, model_args=()):
+def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, model_args=(),
+                 matmul_precision="highest"):
     torch.manual_seed(1)
-    task, model, criterion = build(data, variant, arch, user_dir, model_args)
+    task, model, criterion = build(data, variant, arch, user_dir, model_args, matmul_precision)
     itr = task.get_batch_iterator(task.dataset("train"), max_tokens=max_tokens, seed=1)
     batches = itr.next_epoch_itr(shuffle=True)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -98,6 +99,7 @@ def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, mod
 def main(argv=None):
     import fastdiss_fairseq
     import os
+    from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("data")
@@ -108,14 +110,20 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", default=["baseline", "scp_mans", "ar"], choices=sorted(VARIANTS))
     p.add_argument("--model-args", default="", help="extra FastDiSS model options, e.g. "
                    "'--noise-scale 4 --source-copy-input' (quote them as one argument)")
+    p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
+                   help="set for the whole process, so the AR transformer runs under it too")
     p.add_argument("--json")
     args = p.parse_args(argv)
     user_dir = os.path.dirname(fastdiss_fairseq.__file__)
-    print(f"torch threads: {torch.get_num_threads()}, arch {args.arch}, max tokens {args.max_tokens}")
+    # The fastdiss task applies its CPU settings when set up; applied here first, they hold for
+    # every variant alike, fairseq's own translation task included.
+    apply_cpu_settings(args.fp32_matmul_precision)
+    print(f"torch threads: {torch.get_num_threads()}, arch {args.arch}, max tokens {args.max_tokens}, "
+          f"fp32 matmul precision {args.fp32_matmul_precision}")
     results = []
     for v in args.variants:
         r = time_variant(args.data, v, args.arch, user_dir, args.max_tokens, args.updates, args.warmup,
-                         args.model_args.split())
+                         args.model_args.split(), args.fp32_matmul_precision)
         results.append(r)
         print(f"{v:<10} median update {r['median_update_s']:.3f} s   {r['target_tokens_per_s']:.0f} target tok/s   "
               f"({r['params'] / 1e6:.2f}M params)", flush=True)
