@@ -38,6 +38,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -55,8 +56,13 @@ PEERS = {
              "--length-loss-factor", "0.1", "--pred-length-offset"],
 }
 # Runs one fairseq CLI in-process and reports its peak resident memory (KiB) on stderr.
+# FASTDISS_MATMUL_PRECISION (--fp32-matmul-precision) applies the plugin's CPU settings before
+# the CLI starts, so fairseq's own AR and CMLM models decode under the same ones as FastDiSS.
 PEAK_RSS_WRAPPER = (
-    "import resource, runpy, sys; sys.argv = sys.argv[1:]\n"
+    "import os, resource, runpy, sys; sys.argv = sys.argv[1:]\n"
+    "if os.environ.get('FASTDISS_MATMUL_PRECISION'):\n"
+    "    from fastdiss_fairseq.cpu_performance import apply_cpu_settings\n"
+    "    apply_cpu_settings(os.environ['FASTDISS_MATMUL_PRECISION'])\n"
     "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
     "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
 )
@@ -126,6 +132,9 @@ def main(argv=None):
                    help="measure only the configurations with these names (e.g. 'AR beam 5' "
                         "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always measured")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
+    p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
+                   help="for every decoding row alike, fairseq's own models included (training "
+                        "of the peers is left at torch's default)")
     args = p.parse_args(argv)
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
@@ -171,6 +180,7 @@ def main(argv=None):
         finish_fairseq("train", proc)
 
     rows = []
+    os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision  # decoding only
     for name, model, extra in confs:
         # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
         # fairseq's own checkpoints (weights_only); the plugin allowlists what they pickle.
@@ -178,7 +188,8 @@ def main(argv=None):
                   "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1",
                   "--user-dir", USER_DIR, *extra]
         if model == "fastdiss":
-            common += ["--task", "fastdiss_translation"]
+            # the task applies its own setting when set up: the same one
+            common += ["--task", "fastdiss_translation", "--fp32-matmul-precision", args.fp32_matmul_precision]
         elif model == "cmlm":
             common += ["--task", "translation_lev"]
         gen_path = os.path.join(args.work, f"speed.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
