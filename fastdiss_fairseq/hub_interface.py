@@ -20,6 +20,7 @@ import os
 from dataclasses import fields
 from typing import List, Optional, Union
 
+import torch
 from fairseq import hub_utils
 from omegaconf import open_dict
 
@@ -61,7 +62,8 @@ def from_pretrained(model_name_or_path: str, checkpoint_file: str = "checkpoint_
     data_name_or_path: the folder with dict.*.txt, relative to it when it starts with '.';
     bpe / bpe_codes: the BPE (by default subword-nmt with the folder's `bpecodes`);
     tokenizer: 'moses' (its languages are the model's) or None for pre-tokenized text;
-    kwargs: overrides of the checkpoint's options, e.g. decoding_steps=3, length_beam=3, cpu=True.
+    kwargs: overrides of the checkpoint's options, e.g. decoding_steps=3, length_beam=3, cpu=True,
+        fp32_matmul_precision="medium" (default: the process's current precision, no CPU tuning).
     """
     if os.path.isdir(model_name_or_path):
         model_name_or_path = os.path.abspath(model_name_or_path)  # the BPE codes path stays valid after a chdir
@@ -74,6 +76,11 @@ def from_pretrained(model_name_or_path: str, checkpoint_file: str = "checkpoint_
             raise FastDiSSError(f"no bpecodes in {model_name_or_path}: copy the data folder's bpecodes "
                                 "next to the checkpoint or pass bpe_codes=PATH")
     explicit_langs = {k for k in ("source_lang", "target_lang") if k in kwargs}
+    # The task applies process-wide CPU settings when it is set up (cpu_performance.py). A library
+    # call keeps the caller's process as it is unless asked: the checkpoint's training-time
+    # choice does not carry over. Pass fp32_matmul_precision="medium", no_cpu_tuning=False for speed.
+    kwargs.setdefault("fp32_matmul_precision", torch.get_float32_matmul_precision())
+    kwargs.setdefault("no_cpu_tuning", True)
     loaded = hub_utils.from_pretrained(
         model_name_or_path, checkpoint_file, data_name_or_path, archive_map=None,
         bpe=bpe, tokenizer=tokenizer, **kwargs,

@@ -233,3 +233,22 @@ def test_generator_profile_splits_wall_time_into_model_passes_and_the_rest(tiny_
                                "embedding table", "rounding logits")))
     assert sum(parts.values()) == pytest.approx(report["wall_s"])
     assert "| **everything else** |" in proc.stdout
+
+
+def test_hub_keeps_the_callers_process_settings_unless_asked(model_dir):
+    """Loading from Python must not switch the caller's process to bf16 matmuls or flip the
+    denormal mode behind their back; asking for it by keyword does."""
+    import torch
+    from fastdiss_fairseq.models.fastdiss_transformer import FastDiSSTransformerModel
+
+    before = torch.get_float32_matmul_precision()
+    flash = torch.backends.cuda.flash_sdp_enabled()
+    try:
+        FastDiSSTransformerModel.from_pretrained(str(model_dir), source_lang="de", target_lang="en")
+        assert torch.get_float32_matmul_precision() == before
+        FastDiSSTransformerModel.from_pretrained(str(model_dir), source_lang="de", target_lang="en",
+                                                 fp32_matmul_precision="medium")
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(before)
+        torch.backends.cuda.enable_flash_sdp(flash)
