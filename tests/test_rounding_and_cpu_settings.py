@@ -63,10 +63,10 @@ def test_rounding_loss_rejects_bad_settings():
 @pytest.mark.parametrize("t", [0.0, 0.05, 0.3, 0.7, 1.0])
 def test_input_scale_gives_z_t_unit_variance_at_every_level(t):
     schedule = build_schedule("sqrt", noise_scale=4.0)
-    z0 = normalize_embeddings(torch.randn(4000, 64))  # unit variance per coordinate
-    level = torch.full((4000,), t)
+    z0 = normalize_embeddings(torch.randn(40, 100, 64))  # (B, n, d), unit variance per coordinate
+    level = torch.full((40, 100), t)  # per token, as the denoiser gets it
     z_t = q_sample(z0, level, schedule, torch.randn_like(z0))
-    scaled = z_t * schedule.input_scale(level)[:, None]
+    scaled = z_t * schedule.input_scale(level).unsqueeze(-1)
     assert abs(scaled.var().item() - 1.0) < 0.05
     assert z_t.var().item() > 1.5 or t < 0.01  # unscaled, it grows towards F^2 = 16
 
@@ -96,3 +96,20 @@ def test_allocator_setting_reports_whether_it_applied():
     import platform
     if platform.libc_ver()[0] == "glibc":
         assert applied
+
+
+def test_rounding_loss_gradients_survive_float16_with_a_loss_scale():
+    """Under --fp16 the precomputed gradients (p - q) / N would underflow in float16 for large
+    N; they are kept in float32 until fairseq's loss scale (the incoming gradient) is applied."""
+    n, d, vocab, loss_scale = 500_000, 8, 50, 1024.0  # unscaled gradients ~1e-6: float16 subnormals
+    h32, table32 = torch.randn(n, d) * 0.1, torch.randn(vocab, d)
+    y = torch.randint(0, vocab, (n,))
+    ref_h = h32.clone().requires_grad_()
+    (loss_scale * F.cross_entropy(ref_h @ table32.t(), y, label_smoothing=0.1)).backward()
+
+    h = h32.half().requires_grad_()
+    out = rounding_loss(h, table32.half().requires_grad_(), y, 0.1, block_rows=50_000)
+    (loss_scale * out.loss).backward()
+    assert h.grad.dtype == torch.float16
+    assert torch.allclose(h.grad.float(), ref_h.grad, rtol=0.02, atol=1e-5)
+    assert (h.grad != 0).float().mean() > 0.99

@@ -35,14 +35,17 @@ def _blocked_loss_and_grads(h, table, target, eps, block_rows, need_grads=True) 
     n, vocab = h.size(0), table.size(0)
     loss = torch.zeros((), dtype=torch.float32, device=h.device)
     nll = torch.zeros((), dtype=torch.float32, device=h.device)
-    grad_h = torch.empty_like(h) if need_grads else None
+    # The gradients are kept in float32 whatever the model's dtype: they are (p - q) / N, far
+    # below float16's range for large N, and are only scaled up by fairseq's loss scale (the
+    # incoming gradient) in the backward.
+    grad_h = torch.empty_like(h, dtype=torch.float32) if need_grads else None
     grad_table = torch.zeros_like(table, dtype=torch.float32) if need_grads else None
+    table32 = table.float() if need_grads else None  # no copy when it already is float32
     for start in range(0, n, block_rows):
         rows = slice(start, min(start + block_rows, n))
         hb, yb = h[rows], target[rows]
         logits = (hb @ table.t()).float()  # (b, V)
-        # log_softmax and softmax are fused, vectorized kernels; logsumexp followed by an exp
-        # of the block measured 5x slower on a CPU
+        # log_softmax and softmax: one fused pass over the block each
         lprobs = torch.log_softmax(logits, -1)
         nll_b = -lprobs.gather(-1, yb[:, None]).squeeze(-1)
         smooth_b = -lprobs.mean(-1)
@@ -50,18 +53,17 @@ def _blocked_loss_and_grads(h, table, target, eps, block_rows, need_grads=True) 
         nll += nll_b.sum()
         if not need_grads:
             continue
-        grad_logits = torch.softmax(logits, -1, out=logits) if False else torch.softmax(logits, -1)
+        grad_logits = torch.softmax(logits, -1)  # p
         grad_logits.sub_(eps / vocab)
         grad_logits.scatter_add_(
             -1, yb[:, None], torch.full((yb.numel(), 1), -(1.0 - eps), device=h.device)
         )
-        grad_logits = grad_logits.to(h.dtype)
-        grad_h[rows] = grad_logits @ table
-        grad_table.addmm_(grad_logits.t().to(torch.float32), hb.to(torch.float32))
+        grad_h[rows] = grad_logits @ table32
+        grad_table.addmm_(grad_logits.t(), hb.float())
     scale = 1.0 / max(n, 1)
     if not need_grads:
         return loss * scale, nll * scale, None, None
-    return loss * scale, nll * scale, grad_h.mul_(scale), grad_table.mul_(scale).to(table.dtype)
+    return loss * scale, nll * scale, grad_h.mul_(scale), grad_table.mul_(scale)
 
 
 class _BlockedRoundingLoss(torch.autograd.Function):
@@ -71,14 +73,15 @@ class _BlockedRoundingLoss(torch.autograd.Function):
             h.detach(), table.detach(), target, eps, block_rows
         )
         ctx.save_for_backward(grad_h, grad_table)
+        ctx.h_dtype, ctx.table_dtype = h.dtype, table.dtype
         ctx.mark_non_differentiable(nll)
         return loss, nll
 
     @staticmethod
     def backward(ctx, grad_loss, _grad_nll):
         grad_h, grad_table = ctx.saved_tensors
-        g = grad_loss.to(grad_h.dtype)
-        return grad_h * g, grad_table * g, None, None, None
+        g = grad_loss.float()
+        return (grad_h * g).to(ctx.h_dtype), (grad_table * g).to(ctx.table_dtype), None, None, None
 
 
 def rounding_loss(
