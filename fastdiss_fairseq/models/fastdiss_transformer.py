@@ -110,7 +110,12 @@ class FastDiSSTransformerModel(TransformerModel):
         # temperature keeps the logits in +-sqrt(d) instead of +-d. The scale is applied to
         # z0_hat (n x d), not to the n x V product.
         table = self.latent_table() if table is None else table
-        return (z0_hat / math.sqrt(self.latent_dim)) @ table.t()
+        return self.rounding_input(z0_hat) @ table.t()
+
+    def rounding_input(self, z0_hat: torch.Tensor) -> torch.Tensor:
+        """h = z0_hat / sqrt(d): the rounding temperature, shared by the logits at inference
+        and the blocked training loss (diffusion/rounding.py)."""
+        return z0_hat / math.sqrt(self.latent_dim)
 
     def denoise(self, z_t, z_sc, t, mask, encoder_out, cache=None):
         if self.input_scaling:
@@ -168,7 +173,7 @@ class FastDiSSTransformerModel(TransformerModel):
             "mask": mask,
             # the rounding loss takes h = z0_hat / sqrt(d) at real tokens and the table, and
             # computes the (tokens, V) logits a block at a time (diffusion/rounding.py)
-            "rounding_input": out.z0_hat[mask] / math.sqrt(self.latent_dim),
+            "rounding_input": self.rounding_input(out.z0_hat[mask]),
             "latent_table": table,
             "target": tgt_tokens,
             "length_logits": self.length_logits(encoder_out),
