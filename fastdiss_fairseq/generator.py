@@ -31,6 +31,7 @@ class GeneratorConfig:
     clamping: bool = True
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
+    decoding_t_end: Optional[float] = None  # None: the model's trained_t_min
     seed: int = 1
 
     def validate(self) -> None:
@@ -38,6 +39,8 @@ class GeneratorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        if self.decoding_t_end is not None and not 0.0 <= self.decoding_t_end < 1.0:
+            raise FastDiSSError(f"--decoding-t-end must lie in [0, 1), got {self.decoding_t_end!r}")
         if self.candidate_ranking not in RANKINGS:
             raise FastDiSSError(
                 f"--candidate-ranking must be one of {RANKINGS}, got {self.candidate_ranking!r}"
@@ -47,11 +50,14 @@ class GeneratorConfig:
         except ValueError as e:  # diffusion/ is plain PyTorch and raises plain ValueErrors
             raise FastDiSSError(str(e)) from e
 
-    def sampler_config(self) -> SamplerConfig:
+    def sampler_config(self, trained_t_min: float = 0.0) -> SamplerConfig:
+        """trained_t_min: the model's, the end time unless --decoding-t-end is given."""
+        t_end = trained_t_min if self.decoding_t_end is None else self.decoding_t_end
         return SamplerConfig(
             steps=self.decoding_steps,
             clamping=self.clamping,
             self_conditioning=self.inference_self_conditioning,
+            t_end=float(t_end),
         )
 
 
@@ -190,7 +196,7 @@ class FastDiSSGenerator:
             return clamped
 
         out = run_sampler(
-            denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(),
+            denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(float(model.trained_t_min)),
             clamp_fn=clamp_fn, final_logits=False,
         )
         # Round only the real positions: padding is a fifth or more of a length-beam batch.

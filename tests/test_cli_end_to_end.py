@@ -93,6 +93,43 @@ def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
     assert scores == sorted(scores, reverse=True), "candidates are ranked best first"
 
 
+def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tmp_path):
+    """A model trained on U(t_min, 1) stores t_min; the generator's time grid ends there by
+    default (--decoding-t-end overrides it), and checkpoints from before the field load as 0."""
+    from fairseq import checkpoint_utils
+
+    def load(path, **overrides):
+        models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+            [str(path)], arg_overrides={"data": str(tiny_data), **overrides})
+        return models, task
+
+    def levels(models, task):  # the noise level of every denoiser pass of one batch, 4 steps
+        task.load_dataset("test")
+        batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=4).next_epoch_itr(shuffle=False))
+        seen, model = [], models[0]
+        denoise = model.denoise
+        model.denoise = lambda z_t, z_sc, t, *a, **k: seen.append(t.max().item()) or denoise(z_t, z_sc, t, *a, **k)
+        task.build_generator(models, None).generate(models, batch)
+        return seen
+
+    run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--t-min", "0.4", "--max-update", "2",
+            "--save-dir", tmp_path / "tmin", "--disable-validation")
+    trained = tmp_path / "tmin" / "checkpoint_last.pt"
+    models, task = load(trained, decoding_steps=4)
+    assert models[0].trained_t_min.item() == pytest.approx(0.4)
+    assert levels(models, task) == pytest.approx([1.0, 0.85, 0.7, 0.55])
+    assert levels(*load(trained, decoding_steps=4, decoding_t_end=0.0)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+    # the tiny model trained on U(0, 1); and the same checkpoint without the field, as written
+    # before it existed
+    ckpt, _ = tiny_model
+    assert load(ckpt)[0][0].trained_t_min.item() == 0.0
+    state = torch.load(ckpt, map_location="cpu")
+    del state["model"]["trained_t_min"]
+    torch.save(state, tmp_path / "old.pt")
+    assert levels(*load(tmp_path / "old.pt", decoding_steps=4)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
 def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, tiny_model):
     """The generator computes the source side (cross-attention keys/values per sentence, the
     source copy) once per call; the denoiser output must equal the per-candidate recomputation."""

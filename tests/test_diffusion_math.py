@@ -221,6 +221,19 @@ def test_mans_off_leaves_times_per_sentence():
 
 def test_step_times():
     assert torch.allclose(step_times(4), torch.tensor([1.0, 0.75, 0.5, 0.25, 0.0]))
+    assert torch.allclose(step_times(4, t_end=0.2), torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2]))
+
+
+@pytest.mark.parametrize("steps", [1, 2, 5, 50])
+def test_sampler_never_runs_below_its_end_time(steps):
+    """A model trained on U(t_min, 1) is never asked to denoise a level it has not seen."""
+    rec = RecordingDenoiser()
+    sample(rec, lambda z: z, torch.randn(2, 3, 4), build_schedule("sqrt"), SamplerConfig(steps=steps, t_end=0.3))
+    levels = [t[0, 0].item() for t, _, _ in rec.calls]
+    assert levels[0] == 1.0 and min(levels) > 0.3
+    assert levels[-1] == pytest.approx(0.3 + 0.7 / steps)
+    with pytest.raises(ValueError, match="end time"):
+        SamplerConfig(t_end=1.0).validate()
 
 
 @pytest.mark.parametrize("steps", [1, 2, 5, 50])

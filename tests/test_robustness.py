@@ -49,6 +49,12 @@ def test_impossible_generation_option_is_one_line(tiny_data, tiny_model, option,
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
+def test_decoding_end_time_outside_the_unit_interval_is_one_line(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--decoding-t-end", "1.5", check=False)
+    assert_one_line_error(proc, "--decoding-t-end must lie in [0, 1), got 1.5")
+
+
 def test_clamping_and_no_clamping_together_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping", "--no-clamping", check=False)

@@ -110,6 +110,7 @@ class FastDiSSLoss(FairseqCriterion):
         )
 
     def forward(self, model, sample, reduce=True):
+        model.trained_t_min.fill_(self.cfg.t_min)  # the generator's default end time
         tgt = content_tokens(sample["target"], self.padding_idx, self.eos_idx)
         net_input = sample["net_input"]
         out = model(

@@ -56,6 +56,10 @@ class FastDiSSTransformerModel(TransformerModel):
         self.length_head = nn.Linear(args.encoder_embed_dim, args.length_classes)
         self.padding_idx = decoder.dictionary.pad()
         self.latent_dim = args.decoder_embed_dim
+        # The lowest noise level the model is trained at (the criterion's --t-min, written by
+        # every training forward): the generator ends its time grid there by default, since
+        # the model has never seen a lower level. Saved with the checkpoint.
+        self.register_buffer("trained_t_min", torch.zeros(()))
         # Special symbols are never content: the sampler must not emit them.
         d = decoder.dictionary
         self.register_buffer(
@@ -93,6 +97,11 @@ class FastDiSSTransformerModel(TransformerModel):
         decoder = DiffusionDenoiser(args, tgt_dict, latent_dim=args.decoder_embed_dim)
         decoder.embed_tokens = embed_tokens  # shared table: z_0 = E[y], logits = z0_hat E^T
         return decoder
+
+    def upgrade_state_dict_named(self, state_dict, name):
+        super().upgrade_state_dict_named(state_dict, name)
+        # checkpoints written before trained_t_min existed were all trained on U(0, 1)
+        state_dict.setdefault(f"{name}.trained_t_min" if name else "trained_t_min", torch.zeros(()))
 
     # ---- pieces used by training and by the generator -------------------------------------
 

@@ -7,6 +7,7 @@ and `--eval-bleu` during training both use the few-step diffusion generator.
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Optional
 
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
@@ -57,6 +58,11 @@ class FastDiSSTranslationConfig(TranslationConfig):
         metadata={"help": "drop a token equal to the one before it in the output (a common NAT "
                   "post-processing: one-step outputs repeat words); scores stay the candidate's"},
     )
+    decoding_t_end: Optional[float] = field(
+        default=None,
+        metadata={"help": "lowest noise level of the sampler's time grid, t_k = 1 - k (1 - t_end) / K "
+                  "(default: the --t-min the model was trained with, stored in its checkpoint)"},
+    )
     fp32_matmul_precision: ChoiceEnum(MATMUL_PRECISIONS) = field(
         default="highest",
         metadata={"help": "torch.set_float32_matmul_precision for this run: 'medium' computes "
@@ -101,6 +107,7 @@ class FastDiSSTranslationTask(TranslationTask):
             clamping=not self.cfg.no_clamping,
             inference_self_conditioning=str(self.cfg.inference_self_conditioning),
             collapse_repeats=self.cfg.collapse_repeats,
+            decoding_t_end=self.cfg.decoding_t_end,
             seed=self.cfg.seed,
         )
         values.update(overrides)
