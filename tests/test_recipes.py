@@ -255,6 +255,7 @@ SHELL_TO_HYDRA = {
     "--encoder-normalize-before": "model.encoder_normalize_before",
     "--decoder-normalize-before": "model.decoder_normalize_before",
     "--label-smoothing": "criterion.label_smoothing", "--scp": "criterion.scp", "--mans": "criterion.mans",
+    "--t-min": "criterion.t_min",
     "--adam-betas": "optimizer.adam_betas", "--weight-decay": "optimizer.weight_decay",
     "--lr": "optimization.lr.0", "--update-freq": "optimization.update_freq.0",
     "--max-update": "optimization.max_update", "--clip-norm": "optimization.clip_norm",
