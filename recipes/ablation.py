@@ -23,7 +23,10 @@ variants again.
 
 The warm start keeps an interval checkpoint every --curve-every updates; each is decoded at
 50 steps: the baseline objective's learning curve, which says whether the baseline is a real
-model (the issue's bar: 50-step SacreBLEU >= 10) before any variant is compared.
+model (the issue's bar: 50-step SacreBLEU >= 10) before any variant is compared. --curve-only
+stops there (warm start and curve only), to size --warm-updates before spending the rest.
+--t-min sets the criterion's lower end of the training times for every training of a run
+(a run folder is bound to one value: a warm start trained with another is refused).
 
 Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, and the run
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
@@ -86,6 +89,10 @@ def configure(args):
     DEVICE_ARGS = ["--cpu"] if args.device == "cpu" else []
     MODEL_ARGS[MODEL_ARGS.index("--arch") + 1] = args.arch
     OPTIM_ARGS[OPTIM_ARGS.index("--max-tokens") + 1] = str(args.max_tokens)
+    # Training times U(t_min, 1) for the warm start and every variant alike; each decode then
+    # ends its grid at the checkpoint's own t_min (the generator's default).
+    if args.t_min:
+        MODEL_ARGS.extend(["--t-min", str(args.t_min)])
 
 
 def log(msg):
@@ -250,7 +257,7 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
         stale = f"was trained to update {trained_to}, not {max_update}"
     elif trained_to is not None:
         # Trained with other SCP/MANS settings, e.g. before a criterion default changed.
-        changes = criterion_changes(ckpt, flags)
+        changes = criterion_changes(ckpt, MODEL_ARGS + flags)
         stale = f"was trained with other settings ({changes})" if changes else None
     if stale:
         # Kept aside as NAME.stale (one generation) rather than deleted: a mistaken verdict
@@ -305,6 +312,10 @@ def warm_start(args, data):
         train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
     else:
         updates, epoch, seconds = warm_state(ckpt)
+        changes = criterion_changes(ckpt, MODEL_ARGS)
+        if changes:
+            sys.exit(f"ablation: error: the warm start in {warm} was trained with other settings "
+                     f"({changes}); pass another --work")
         if args.warm_updates and updates > args.warm_updates:
             sys.exit(f"ablation: error: the warm start in {warm} has {updates} updates, more "
                      f"than --warm-updates {args.warm_updates}; pass another --work")
@@ -338,6 +349,8 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
     p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
+    p.add_argument("--t-min", type=float, default=0.0,
+                   help="the criterion's --t-min (training times U(t_min, 1)) for every training of the run")
     p.add_argument("--jobs", type=int, default=1,
                    help="trainings run at once (on one GPU, several small models share it well)")
     p.add_argument("--variant-updates", type=int, default=200)
@@ -355,6 +368,9 @@ def main(argv=None):
                    help="decode with --no-clamping (the generator's default before the fourth session); "
                         "report ablation_no_clamping.* beside the default one")
     p.add_argument("--quick", action="store_true", help="minutes-long smoke run on a slice")
+    p.add_argument("--curve-only", action="store_true",
+                   help="train (or extend) the warm start, print its learning curve at 50 steps, and stop: "
+                        "how many updates the baseline needs to reach the 10-BLEU bar, before any variant runs")
     p.add_argument("--report-from", metavar="JSON",
                    help="only rewrite the table and plot under --out from a finished run's JSON")
     args = p.parse_args(argv)
@@ -376,6 +392,8 @@ def main(argv=None):
         args.recompute_max_steps = 2
         args.bpe_merges, limits = 500, {"train": 2000, "valid": 50, "test": 50}
         args.work = args.work + "-quick"
+    if not 0.0 <= args.t_min < 1.0:
+        sys.exit(f"ablation: error: --t-min must be in [0, 1), got {args.t_min}")
     for k in args.steps:
         if k < 1:
             sys.exit(f"ablation: error: --steps must be >= 1, got {k}")
@@ -403,6 +421,14 @@ def main(argv=None):
         warm_ckpt, warm_updates, warm_seconds = warm_start(args, data)
         variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
         curve_dir = os.path.dirname(warm_ckpt)
+        if args.curve_only:
+            curve = learning_curve(data, curve_dir, warm_updates, args.length_beam, refs,
+                                   extra=decode_extra, tag=tag)
+            with open(os.path.join(args.work, "warm_curve.json"), "w") as f:
+                json.dump({"settings": dict(vars(args)), "train_seconds": warm_seconds, "curve": curve}, f, indent=2)
+            log(f"learning curve in {os.path.join(args.work, 'warm_curve.json')}; "
+                f"done in {(time.time() - start) / 60:.1f} minutes")
+            return
 
     runs = [(v, args.seeds[0]) for v in VARIANTS] + [
         (v, s) for s in args.seeds[1:] for v in ("baseline", "scp_mans")
@@ -511,7 +537,7 @@ def write_report(results, out, quick):
          f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
          f"{s['variant_updates']} updates")
         + f"; {s.get('arch', 'fastdiss_small')} on {s.get('device', 'cpu')}, {s.get('max_tokens', 3072)} tokens "
-        f"a batch; {s['bpe_merges']} BPE merges; training pairs "
+        f"a batch; training times U({s.get('t_min', 0.0)}, 1); {s['bpe_merges']} BPE merges; training pairs "
         f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
         f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",
         "",

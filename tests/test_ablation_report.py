@@ -205,3 +205,17 @@ def test_a_warm_start_longer_than_asked_is_an_error_not_a_silent_reuse(tmp_path,
         ablation.main(["--warm-updates", "100", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="needs --warm-updates > 0 or --warm-minutes > 0"):
         ablation.main(["--warm-updates", "0", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_t_min_reaches_every_training_and_is_checked(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(ablation, "MODEL_ARGS", list(ablation.MODEL_ARGS))
+    args = ablation.argparse.Namespace(device="cpu", arch="fastdiss_small", max_tokens=3072, t_min=0.5)
+    ablation.configure(args)
+    assert ablation.MODEL_ARGS[-2:] == ["--t-min", "0.5"]
+    # a variant or warm start trained with t_min 0 is not reused by a run with 0.5
+    assert ablation.criterion_changes(str(tiny_model[0]), ablation.MODEL_ARGS + ["--scp", "--mans"]) \
+        == "--t-min 0.0 -> 0.5"
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--t-min", "1",
+                           "--work", str(tmp_path / "work")], capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip() == "ablation: error: --t-min must be in [0, 1), got 1.0"
+    assert not (tmp_path / "work").exists()
