@@ -169,7 +169,7 @@ def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monke
     replaced; --from-scratch-updates: no --restore-file, interval checkpoints for the curve."""
     for name in ("MODEL_ARGS", "OPTIM_ARGS", "DEVICE_ARGS"):
         monkeypatch.setattr(ablation, name, list(getattr(ablation, name)))
-    args = ablation.argparse.Namespace(device="cuda", arch="fastdiss_iwslt_de_en", max_tokens=8192)
+    args = ablation.argparse.Namespace(device="cuda", arch="fastdiss_iwslt_de_en", max_tokens=8192, t_min=0.0)
     ablation.configure(args)
     commands = []
     monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None: commands.append(cmd) or "")
