@@ -39,6 +39,6 @@ mkdir -p "$WORK/data-bin" && cp -r runs/ablation/data-bin/. "$WORK/data-bin/"
 
 # shellcheck disable=SC2086  # STEPS is a list of numbers
 PYTHONUNBUFFERED=1 python3 recipes/ablation.py --device "$DEVICE" --arch "$ARCH" --max-tokens "$MAX_TOKENS" \
-    --from-scratch-updates "$UPDATES" --curve-every "$((UPDATES / 2))" --jobs "$JOBS" --seeds 1 --no-sweep \
+    --from-scratch-updates "$UPDATES" --t-min 0 --curve-every "$((UPDATES / 2))" --jobs "$JOBS" --seeds 1 --no-sweep \
     --recompute-max-steps 5 --steps $STEPS --work "$WORK" --out "$OUT" 2>&1 | tee "$OUT/ablation_gpu.log"
 tail -n 4 "$WORK"/baseline.seed1.log > "$OUT/train_tail.txt" || true
