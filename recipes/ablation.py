@@ -350,7 +350,7 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
     p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
-    # 0.5: the baseline learns 1.4-1.5x faster per update from U(0.5, 1) on this data
+    # 0.5: the baseline learns 1.3-1.5x faster per update from U(0.5, 1) on this data
     # (docs/measurements.md, eighth and eleventh sessions), which brings the CPU benchmark
     # under the 2.5 hours. The GPU script passes --t-min 0 (the paper's U(0, 1)).
     p.add_argument("--t-min", type=float, default=0.5,
