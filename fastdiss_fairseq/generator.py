@@ -11,10 +11,11 @@ gets the same output whatever batch it lands in, and runs with one --seed are id
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import torch
 
+from . import clamping as token_search
 from .diffusion import SamplerConfig
 from .diffusion.sampler import sample as run_sampler
 from .errors import FastDiSSError
@@ -29,6 +30,7 @@ class GeneratorConfig:
     noise_samples: int = 1
     candidate_ranking: str = "model"
     clamping: bool = True
+    clamping_shortlist: int = 0
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
     decoding_t_end: Optional[float] = None  # None: the model's trained_t_min
@@ -39,6 +41,10 @@ class GeneratorConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
+        k = self.clamping_shortlist
+        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+            raise FastDiSSError(f"--clamping-shortlist must be an integer >= 0 (0: the whole "
+                                f"vocabulary), got {k!r}")
         if self.decoding_t_end is not None and not 0.0 <= self.decoding_t_end < 1.0:
             raise FastDiSSError(f"--decoding-t-end must lie in [0, 1), got {self.decoding_t_end!r}")
         if self.candidate_ranking not in RANKINGS:
@@ -83,29 +89,6 @@ def mbr_order(candidates: List[List[int]]) -> List[int]:
         sum(_overlap_f1(g, h) for j, h in enumerate(grams) if j != i) for i, g in enumerate(grams)
     ]
     return sorted(range(len(candidates)), key=lambda i: -utility[i])
-
-
-# Rows of z0_hat rounded together at the end. A (rows, V) block of logits small enough to stay
-# in the CPU cache between the matmul, the log_softmax and the max is about 1.7x faster than
-# one (positions, V) tensor (a batch of 100 sentences x 5 lengths x 8k words is 300 MB).
-ROUNDING_ROWS = 256
-
-
-def round_rows(z0_hat: torch.Tensor, logits_fn, scores: bool = True) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """(P, d) estimates -> their argmax tokens (P,) and log p(argmax) (P,) under logits_fn
-    (None with scores=False: clamping needs only the tokens, not the log_softmax)."""
-    tokens, token_scores = [], []
-    for rows in z0_hat.split(ROUNDING_ROWS):
-        logits = logits_fn(rows).float()
-        if scores:
-            top, index = torch.log_softmax(logits, dim=-1).max(-1)
-            token_scores.append(top)
-        else:
-            # max(-1).indices, not argmax(-1): the same first-maximum index, but argmax's CPU
-            # reduction over a (rows, V) block measured 1.7-3x slower.
-            index = logits.max(-1).indices
-        tokens.append(index)
-    return torch.cat(tokens), torch.cat(token_scores) if scores else None
 
 
 def collapse_repeats(hypo: Dict) -> Dict:
@@ -190,17 +173,13 @@ class FastDiSSGenerator:
             self.denoiser_calls += 1
             return model.denoise(z_t, z_sc, t, mask, encoder_out, cache=cache)
 
-        def clamp_fn(z0_hat):  # real positions only; padding is never read
-            clamped = z0_hat.clone()
-            clamped[mask] = table[round_rows(z0_hat[mask], logits_fn, scores=False)[0]]
-            return clamped
-
+        clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(float(model.trained_t_min)),
             clamp_fn=clamp_fn, final_logits=False,
         )
         # Round only the real positions: padding is a fifth or more of a length-beam batch.
-        real_tokens, real_scores = round_rows(out.z0_hat[mask], logits_fn)
+        real_tokens, real_scores = token_search.round_rows(out.z0_hat[mask], logits_fn)
         tokens = torch.full(mask.shape, self.pad, dtype=torch.long, device=device)
         tokens[mask] = real_tokens
         token_scores = torch.zeros(mask.shape, dtype=real_scores.dtype, device=device)

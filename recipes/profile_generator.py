@@ -47,6 +47,20 @@ def timed(fn, totals, name):
     return wrapper
 
 
+def search_timed(fn, totals):
+    """timed(fn, totals, "round_rows"), and the rounding logits computed inside it counted apart."""
+    timed_fn = timed(fn, totals, "round_rows")
+
+    def wrapper(*args, **kwargs):
+        before = totals["rounding logits"]
+        try:
+            return timed_fn(*args, **kwargs)
+        finally:
+            totals["rounding logits inside searches"] += totals["rounding logits"] - before
+
+    return wrapper
+
+
 def load(args):
     """Model, task, generator and batches exactly as the step-sweep tool (and fairseq-generate) has them."""
     from fastdiss_fairseq.step_sweep import Sweep
@@ -87,10 +101,13 @@ def main(argv=None):
     model.decoder.inference_cache = timed(model.decoder.inference_cache, totals, "source-side cache")
     generator._candidate_noise = timed(generator._candidate_noise, totals, "seeded noise")
     generator._finalize = timed(generator._finalize, totals, "ranking + hypotheses")
-    # round_rows is looked up as a module global at each call; the rounding logits it computes
-    # are timed inside it (nested), so the token search is its total minus those.
-    import fastdiss_fairseq.generator as generator_module
-    generator_module.round_rows = timed(generator_module.round_rows, totals, "round_rows")
+    # round_rows and top_k_rows (the full-vocabulary searches: the final rounding, clamping, the
+    # shortlist's first clamp) are looked up as module globals at each call; the rounding
+    # logits they compute are timed inside them (nested), so the token search is their total
+    # minus those. A shortlisted clamp's logits are "rounding logits", its max is "other".
+    import fastdiss_fairseq.clamping as token_search
+    token_search.round_rows = search_timed(token_search.round_rows, totals)
+    token_search.top_k_rows = search_timed(token_search.top_k_rows, totals)
 
     tgt_dict = task.target_dictionary
     generate_s = post_s = 0.0
@@ -108,7 +125,7 @@ def main(argv=None):
 
     model_s = sum(totals[k] for k in MODEL_PARTS)
     rows = [(k, totals[k]) for k in MODEL_PARTS]
-    token_search = totals["round_rows"] - totals["rounding logits"]
+    token_search = totals["round_rows"] - totals["rounding logits inside searches"]
     rows += [("seeded noise", totals["seeded noise"]), ("ranking + hypotheses", totals["ranking + hypotheses"]),
              ("token search: max over V, log-softmax", token_search),
              ("sampler arithmetic, other", generate_s - model_s - totals["seeded noise"]

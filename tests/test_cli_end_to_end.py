@@ -176,6 +176,7 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
     sampler's last estimate."""
     from fairseq import checkpoint_utils
 
+    import fastdiss_fairseq.clamping as token_search
     import fastdiss_fairseq.generator as generator_module
 
     captured = {}
@@ -187,7 +188,7 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
 
     monkeypatch.setattr(generator_module, "sample_unpatched", generator_module.run_sampler, raising=False)
     monkeypatch.setattr(generator_module, "run_sampler", capturing_sampler)
-    monkeypatch.setattr(generator_module, "ROUNDING_ROWS", 7)  # several blocks and a remainder
+    monkeypatch.setattr(token_search, "ROUNDING_ROWS", 7)  # several blocks and a remainder
     ckpt, _ = tiny_model
     models, _, task = checkpoint_utils.load_model_ensemble_and_task(
         [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 3, "length_beam": 1}
@@ -239,6 +240,7 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
 
     from fairseq import checkpoint_utils
 
+    import fastdiss_fairseq.clamping as token_search
     import fastdiss_fairseq.generator as generator_module
 
     ckpt, _ = tiny_model
@@ -253,10 +255,13 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
     def tokens(generator):
         return [h[0]["tokens"].tolist() for h in generator.generate(models, batch)]
 
-    monkeypatch.setattr(generator_module, "ROUNDING_ROWS", 5)
-    clamped = tokens(task.build_generator(models, Namespace()))
+    monkeypatch.setattr(token_search, "ROUNDING_ROWS", 5)
+    clamped = tokens(task.build_generator(models, Namespace(clamping_shortlist=0)))
     unclamped = tokens(task.build_generator(models, Namespace(clamping=False)))
     assert clamped != unclamped
+    # a shortlist as long as the vocabulary holds every word but the special symbols (-inf)
+    whole = Namespace(clamping_shortlist=len(task.target_dictionary))
+    assert tokens(task.build_generator(models, whole)) == clamped
 
     real_sampler = generator_module.run_sampler
 
@@ -266,7 +271,7 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
                             clamp_fn=lambda z: table[logits_fn(z).argmax(-1)], **kw)
 
     monkeypatch.setattr(generator_module, "run_sampler", sampler_clamping_everything)
-    assert tokens(task.build_generator(models, Namespace())) == clamped
+    assert tokens(task.build_generator(models, Namespace(clamping_shortlist=0))) == clamped
 
 
 def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):

@@ -55,6 +55,12 @@ def test_decoding_end_time_outside_the_unit_interval_is_one_line(tiny_data, tiny
     assert_one_line_error(proc, "--decoding-t-end must lie in [0, 1), got 1.5")
 
 
+def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping-shortlist", "-1", check=False)
+    assert_one_line_error(proc, "--clamping-shortlist must be an integer >= 0", "got -1")
+
+
 def test_clamping_and_no_clamping_together_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping", "--no-clamping", check=False)

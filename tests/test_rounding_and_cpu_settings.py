@@ -113,3 +113,54 @@ def test_rounding_loss_gradients_survive_float16_with_a_loss_scale():
     assert h.grad.dtype == torch.float16
     assert torch.allclose(h.grad.float(), ref_h.grad, rtol=0.02, atol=1e-5)
     assert (h.grad != 0).float().mean() > 0.99
+
+
+# ---- clamping with a shortlist (fastdiss_fairseq/clamping.py) -------------------------------
+
+def _clamp_setup(rows=6, n=7, vocab=50, d=8):
+    table = torch.randn(vocab, d)
+    mask = torch.arange(n)[None] < torch.tensor([7, 5, 3, 7, 1, 4])[:rows, None]
+    return table, mask, (lambda z: z @ table.t()), (lambda z, words: z @ words.transpose(-1, -2))
+
+
+def test_candidate_shortlists_hold_the_union_of_each_candidates_allowed_top_words():
+    from fastdiss_fairseq.clamping import candidate_shortlists
+
+    top = torch.tensor([[3, 4], [4, 9], [7, 1], [2, 2]])
+    allowed = torch.tensor([[True, True], [True, False], [True, True], [True, True]])
+    row_of = torch.tensor([0, 0, 2, 1])
+    words = candidate_shortlists(top, allowed, row_of, rows=3, vocab=10)
+    assert words.shape == (3, 2)  # the largest union: {3, 4} and {7, 1}
+    assert set(words[0].tolist()) == {3, 4} and set(words[2].tolist()) == {1, 7}
+    assert set(words[1].tolist()) == {2}  # filler repeats the row's own word; 9 was not allowed
+
+
+def test_token_clamp_with_the_whole_vocabulary_as_shortlist_equals_the_full_search():
+    from fastdiss_fairseq.clamping import TokenClamp
+
+    table, mask, logits_fn, shortlist_fn = _clamp_setup()
+    full = TokenClamp(table, mask, logits_fn, shortlist_fn, shortlist=0)
+    everything = TokenClamp(table, mask, logits_fn, shortlist_fn, shortlist=10_000)
+    for _ in range(3):
+        z = torch.randn(*mask.shape, table.size(1))
+        expected = full(z)
+        assert torch.equal(everything(z)[mask], expected[mask])
+        assert torch.equal(expected[~mask], z[~mask])  # padding is left as it was
+    assert full.words is None and everything.words.shape == (mask.size(0), table.size(0))
+
+
+def test_token_clamp_shortlist_searches_only_the_first_clamps_top_words():
+    from fastdiss_fairseq.clamping import TokenClamp
+
+    table, mask, logits_fn, shortlist_fn = _clamp_setup()
+    clamp = TokenClamp(table, mask, logits_fn, shortlist_fn, shortlist=1)
+    full = TokenClamp(table, mask, logits_fn, shortlist_fn, shortlist=0)
+    z = torch.randn(*mask.shape, table.size(1))
+    first = clamp(z)
+    assert torch.equal(first[mask], full(z)[mask])  # the first clamp is the full search
+    first_words = [set((logits_fn(z[r][mask[r]])).argmax(-1).tolist()) for r in range(mask.size(0))]
+    later = clamp(torch.randn_like(z))
+    for r in range(mask.size(0)):
+        rows = later[r][mask[r]]
+        chosen = {int((table == row).all(-1).nonzero()[0]) for row in rows}
+        assert chosen <= first_words[r]

@@ -114,12 +114,13 @@ class FastDiSSTransformerModel(TransformerModel):
 
     def rounding_logits(self, z0_hat: torch.Tensor, table: torch.Tensor = None) -> torch.Tensor:
         """table: latent_table(), when the caller already has it (it is the same for every
-        pass of one forward or one generation call)."""
+        pass of one forward or one generation call), or (B, S, d) rows of it per sequence of a
+        (B, n, d) z0_hat (the clamping shortlist): then (B, n, S) logits."""
         # logits = z0_hat E^T / sqrt(d): both have norm about sqrt(d), so the 1/sqrt(d)
         # temperature keeps the logits in +-sqrt(d) instead of +-d. The scale is applied to
         # z0_hat (n x d), not to the n x V product.
         table = self.latent_table() if table is None else table
-        return self.rounding_input(z0_hat) @ table.t()
+        return self.rounding_input(z0_hat) @ table.transpose(-1, -2)
 
     def rounding_input(self, z0_hat: torch.Tensor) -> torch.Tensor:
         """h = z0_hat / sqrt(d): the rounding temperature, shared by the logits at inference
