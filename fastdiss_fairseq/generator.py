@@ -30,7 +30,7 @@ class GeneratorConfig:
     noise_samples: int = 1
     candidate_ranking: str = "model"
     clamping: bool = True
-    clamping_shortlist: int = 0
+    clamping_shortlist: int = 8
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
     decoding_t_end: Optional[float] = None  # None: the model's trained_t_min

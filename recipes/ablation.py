@@ -206,7 +206,10 @@ def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
     (e.g. clamping) is never mixed with old outputs."""
     args = [data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", ckpt,
             "--gen-subset", subset, "--decoding-steps", steps, "--length-beam", length_beam,
-            "--max-tokens", "12000", "--remove-bpe", "--seed", "1", *DEVICE_ARGS, *extra]
+            "--max-tokens", "12000", "--remove-bpe", "--seed", "1", *DEVICE_ARGS,
+            # the exact sampler: clamping searches the whole vocabulary at every step (the
+            # shortlist, the speed default since the twelfth session, is an approximation)
+            "--clamping-shortlist", "0", *extra]
     settings = decode_settings(args)
     log_path = out_path + ".log"
     done = os.path.exists(log_path) and os.path.exists(out_path)
