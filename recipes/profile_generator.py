@@ -81,6 +81,10 @@ def main(argv=None):
     p.add_argument("--decoding-steps", type=int, default=5)
     p.add_argument("--length-beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--fp32-matmul-precision", default=None, choices=("highest", "high", "medium"),
+                   help="as fairseq-generate's option (default: the checkpoint's)")
+    p.add_argument("--clamping-shortlist", type=int, default=None,
+                   help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
     for path in (args.data, args.path):
@@ -91,6 +95,13 @@ def main(argv=None):
 
     torch.manual_seed(1)
     task, model, generator, batches = load(args)
+    if args.clamping_shortlist is not None:
+        generator.cfg.clamping_shortlist = args.clamping_shortlist
+        generator.cfg.validate()
+    if args.fp32_matmul_precision:  # after the task's own setting, which load() applied
+        from fastdiss_fairseq.cpu_performance import apply_cpu_settings
+
+        apply_cpu_settings(args.fp32_matmul_precision)
     totals = defaultdict(float)
     model.encoder.forward = timed(model.encoder.forward, totals, "encoder")
     model.encoder.reorder_encoder_out = timed(model.encoder.reorder_encoder_out, totals, "encoder reorder")
@@ -133,7 +144,9 @@ def main(argv=None):
              ("ids -> text, BPE removal", post_s)]
     wall = generate_s + post_s
     print(f"# Generator profile: {sentences} sentences, {args.decoding_steps} steps, length beam "
-          f"{args.length_beam}, batch {args.batch_size}, {torch.get_num_threads()} threads\n")
+          f"{args.length_beam}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+          f"fp32 matmul precision {torch.get_float32_matmul_precision()}, clamping "
+          f"{'shortlist ' + str(generator.cfg.clamping_shortlist) if generator.cfg.clamping else 'off'}\n")
     print("| part | seconds | share of wall |\n|---|---|---|")
     for name, secs in rows:
         print(f"| {name} | {secs:.2f} | {100 * secs / wall:.1f}% |")

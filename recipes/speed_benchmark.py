@@ -2,10 +2,13 @@
 """Speed and quality next to fairseq's own AR transformer and CMLM (mask-predict).
 
 On the ablation benchmark's data (recipes/ablation.py: ../shared/data/de-en, length-bounded
-training slice, full 2,000-sentence test set) and at the same model size and training time:
+training slice, full 2,000-sentence test set) and at the same model size, batch and number of
+updates (an update budget, unlike a time budget, does not depend on what else the machine runs):
 
   * trains fairseq's `transformer` (autoregressive) and `cmlm_transformer` (task
-    translation_lev) unless checkpoints exist; FastDiSS is the ablation's SCP+MANS model;
+    translation_lev) to the budget, resuming an interrupted training (--no-train decodes the
+    checkpoints as they are; the report gives every model's updates); FastDiSS is the
+    ablation's SCP+MANS model;
   * runs the stock fairseq-generate for AR beam 5, AR greedy, CMLM 4 and 10 iterations
     (length beam 5), FastDiSS at 1, 2, 5, 10, 20, 50 steps with length beam 5 and 1, all with
     the same --batch-size and threads;
@@ -19,6 +22,7 @@ training slice, full 2,000-sentence test set) and at the same model size and tra
     # or on the de_en_cpu recipe's data and averaged checkpoint:
     python recipes/speed_benchmark.py --work runs/speed --data data-bin/de-en-cpu \
         --fastdiss runs/de_en_cpu/checkpoints/checkpoint_avg.pt --train-minutes 25
+    # (--train-minutes trains the peers for a time instead of --train-updates updates)
 
 A configuration whose warm-up run already takes longer than --single-run-seconds is timed
 once (its warm-up is the timed run): minutes-long runs vary by a few percent, not more, and
@@ -73,12 +77,12 @@ def log(msg):
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def start_fairseq(module, args, out_path=None, threads=None):
+def start_fairseq(module, args, out_path=None, threads=None, mode="w"):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
-    with open(out_path or os.devnull, "w") as out:
+    with open(out_path or os.devnull, mode) as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -93,6 +97,14 @@ def fairseq(module, args, out_path=None, threads=None):
     start = time.perf_counter()
     stderr = finish_fairseq(module, start_fairseq(module, args, out_path, threads))
     return stderr, time.perf_counter() - start
+
+
+def checkpoint_updates(path):
+    """The number of updates a fairseq checkpoint was trained for."""
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    return int(state["optimizer_history"][-1]["num_updates"])
 
 
 def configurations(quick):
@@ -114,8 +126,11 @@ def main(argv=None):
                    help="the ablation's work folder (its data-bin and SCP+MANS checkpoint are reused)")
     p.add_argument("--data", help="binarized data with refs/test.en (default: WORK/data-bin)")
     p.add_argument("--fastdiss", help="FastDiSS checkpoint (default: WORK/scp_mans.seed1/checkpoint_last.pt)")
+    p.add_argument("--train-updates", type=int, default=None,
+                   help="updates of AR and CMLM (default: the FastDiSS model's, warm start + variant "
+                        "updates from --ablation-report)")
     p.add_argument("--train-minutes", type=float, default=None,
-                   help="training time of AR and CMLM (default: the FastDiSS model's warm start + variant time)")
+                   help="train AR and CMLM for this time instead of --train-updates updates")
     p.add_argument("--ablation-report", default=os.path.join(ROOT, "docs", "ablation.json"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--batch-size", type=int, default=100)
@@ -125,6 +140,8 @@ def main(argv=None):
     p.add_argument("--train-side-by-side", action="store_true",
                    help="train AR and CMLM at the same time (e.g. one thread each, as the FastDiSS "
                         "model of the CPU recipes trained next to the other recipe)")
+    p.add_argument("--no-train", action="store_true",
+                   help="decode the peers' checkpoints as they are (the report gives their updates)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single-run-seconds", type=float, default=45.0,
                    help="a configuration whose warm-up run takes longer is timed once")
@@ -138,7 +155,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
-        args.train_minutes = args.train_minutes or 0.5
+        args.train_updates = args.train_updates or 20
     confs = configurations(args.quick)
     if args.only:
         unknown = set(args.only) - {name for name, _, _ in confs}
@@ -151,13 +168,19 @@ def main(argv=None):
     for path, what in ((data, "data-bin"), (fastdiss, "FastDiSS checkpoint")):
         if not os.path.exists(path):
             sys.exit(f"speed_benchmark: error: no {what} at {path}; run recipes/ablation.py first")
-    if args.train_minutes is None:  # the same training time as the FastDiSS model had
-        report = os.path.join(args.ablation_report)
+    if args.train_minutes is None and args.train_updates is None:  # as many as the FastDiSS model had
+        report = args.ablation_report
         if not os.path.exists(report):
-            sys.exit(f"speed_benchmark: error: no {report}; give --train-minutes or run recipes/ablation.py")
+            sys.exit(f"speed_benchmark: error: no {report}; give --train-updates or run recipes/ablation.py")
         with open(report) as f:
-            spent = json.load(f)["train_seconds"]
-        args.train_minutes = (spent["warm"] + spent["scp_mans.seed1"]) / 60
+            ablation = json.load(f)
+        if not ablation.get("warm_updates"):
+            sys.exit(f"speed_benchmark: error: {report} has a time-budgeted warm start; give --train-updates")
+        args.train_updates = ablation["warm_updates"] + ablation["settings"]["variant_updates"]
+    if args.train_minutes is not None:
+        budget, what = ["--stop-time-hours", args.train_minutes / 60], f"{args.train_minutes} minutes"
+    else:
+        budget, what = ["--max-update", args.train_updates], f"{args.train_updates} updates"
     os.makedirs(args.out, exist_ok=True)
     refs = read_refs(os.path.join(data, "refs", "test.en"))
     ckpts = {"fastdiss": fastdiss}
@@ -165,19 +188,30 @@ def main(argv=None):
     for peer, peer_args in PEERS.items():
         save = os.path.join(args.work, f"peer_{peer}")
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
-        if not os.path.exists(ckpts[peer]):
-            log(f"training fairseq {peer} for {args.train_minutes} minutes")
-            proc = start_fairseq(
-                "train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
-                          "--stop-time-hours", args.train_minutes / 60, "--disable-validation",
-                          "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple",
-                          "--log-interval", "50"],
-                out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.train_threads or args.threads)
-            training.append(proc)
-            if not args.train_side_by_side:
-                finish_fairseq("train", proc)
+        # An update budget resumes an interrupted training (fairseq-train continues from
+        # checkpoint_last.pt and stops at once if the budget is spent); a time budget would
+        # start its clock again, so a finished time-budgeted peer is reused as it is.
+        if args.no_train or (args.train_minutes is not None and os.path.exists(ckpts[peer])):
+            continue
+        log(f"training fairseq {peer} for {what}")
+        proc = start_fairseq(
+            "train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
+                      *budget, "--disable-validation", "--user-dir", USER_DIR,  # resumes on torch >= 2.6
+                      "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple",
+                      "--log-interval", "50"],
+            out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.train_threads or args.threads,
+            mode="a")  # a resumed training adds to its log
+        training.append(proc)
+        if not args.train_side_by_side:
+            finish_fairseq("train", proc)
     for proc in training:
         finish_fairseq("train", proc)
+    for peer in PEERS:
+        if not os.path.exists(ckpts[peer]):
+            sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
+    args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS}
+    args.fastdiss_updates = checkpoint_updates(fastdiss)
+    log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
 
     rows = []
     os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision  # decoding only
@@ -220,7 +254,7 @@ def main(argv=None):
     with open(os.path.join(args.out, f"{name}_profile.md"), "w") as out:
         subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "profile_generator.py"), data,
                         "--path", fastdiss, "--decoding-steps", "5", "--length-beam", "5",
-                        "--batch-size", str(args.batch_size),
+                        "--batch-size", str(args.batch_size), "--fp32-matmul-precision", args.fp32_matmul_precision,
                         "--json", os.path.join(args.out, f"{name}_profile.json")],
                        stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
 
@@ -232,6 +266,10 @@ def write_report(rows, args):
     ar5 = next(r for r in rows if r["config"] == "AR beam 5")
     lines = [f"# Decoding speed and quality on de-en/test ({'QUICK smoke run' if args.quick else 'CPU'}, "
              f"batch size {args.batch_size}, {args.threads} threads)", "",
+             f"Training updates (batches of {OPTIM[OPTIM.index('--max-tokens') + 1]} tokens): "
+             f"FastDiSS {args.fastdiss_updates}, "
+             + ", ".join(f"{peer.upper()} {n}" for peer, n in args.peer_updates.items())
+             + f". Matrix-product precision: {args.fp32_matmul_precision}.", "",
              "| configuration | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
              "|---|---|---|---|---|---|---|---|"]
     for r in rows:
