@@ -74,6 +74,7 @@ class TokenClamp:
         self.shortlist_logits_fn = shortlist_logits_fn
         self.k = min(shortlist, table.size(0))
         self.words: Optional[torch.Tensor] = None  # (rows, S), after the first clamp
+        self.word_latents: Optional[torch.Tensor] = None  # table[words], (rows, S, d), gathered once
 
     def __call__(self, z0_hat: torch.Tensor) -> torch.Tensor:
         if self.words is not None:
@@ -84,6 +85,7 @@ class TokenClamp:
             row_of = self.mask.nonzero()[:, 0]
             self.words = candidate_shortlists(top, values > float("-inf"), row_of, self.mask.size(0),
                                               self.table.size(0))
+            self.word_latents = self.table[self.words]
             tokens = top[:, 0]
         else:
             tokens = round_rows(real, self.logits_fn, scores=False)[0]
@@ -92,6 +94,6 @@ class TokenClamp:
         return clamped
 
     def _clamp_to_shortlist(self, z0_hat: torch.Tensor) -> torch.Tensor:
-        logits = self.shortlist_logits_fn(z0_hat, self.table[self.words])  # (rows, n, S)
+        logits = self.shortlist_logits_fn(z0_hat, self.word_latents)  # (rows, n, S)
         tokens = self.words.gather(-1, logits.max(-1).indices)
         return torch.where(self.mask[..., None], self.table[tokens], z0_hat)

@@ -37,14 +37,11 @@ class GeneratorConfig:
     seed: int = 1
 
     def validate(self) -> None:
-        for name in ("decoding_steps", "length_beam", "noise_samples"):
+        for name, minimum in (("decoding_steps", 1), ("length_beam", 1), ("noise_samples", 1),
+                              ("clamping_shortlist", 0)):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= 1, got {value!r}")
-        k = self.clamping_shortlist
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise FastDiSSError(f"--clamping-shortlist must be an integer >= 0 (0: the whole "
-                                f"vocabulary), got {k!r}")
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
         if self.decoding_t_end is not None and not 0.0 <= self.decoding_t_end < 1.0:
             raise FastDiSSError(f"--decoding-t-end must lie in [0, 1), got {self.decoding_t_end!r}")
         if self.candidate_ranking not in RANKINGS:
