@@ -21,6 +21,7 @@ from .diffusion.sampler import sample as run_sampler
 from .errors import FastDiSSError
 
 RANKINGS = ("model", "mbr")
+DECODING_DTYPES = ("float32", "bfloat16")
 
 
 @dataclass
@@ -34,6 +35,7 @@ class GeneratorConfig:
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
     decoding_t_end: Optional[float] = None  # None: the model's trained_t_min
+    decoding_dtype: str = "float32"  # the task casts the model; the generator takes any dtype
     seed: int = 1
 
     def validate(self) -> None:
@@ -44,6 +46,10 @@ class GeneratorConfig:
                 raise FastDiSSError(f"--{name.replace('_', '-')} must be an integer >= {minimum}, got {value!r}")
         if self.decoding_t_end is not None and not 0.0 <= self.decoding_t_end < 1.0:
             raise FastDiSSError(f"--decoding-t-end must lie in [0, 1), got {self.decoding_t_end!r}")
+        if self.decoding_dtype not in DECODING_DTYPES:
+            raise FastDiSSError(
+                f"--decoding-dtype must be one of {DECODING_DTYPES}, got {self.decoding_dtype!r}"
+            )
         if self.candidate_ranking not in RANKINGS:
             raise FastDiSSError(
                 f"--candidate-ranking must be one of {RANKINGS}, got {self.candidate_ranking!r}"
@@ -153,13 +159,15 @@ class FastDiSSGenerator:
         mask = torch.arange(n_max, device=device)[None, :] < flat_lengths[:, None]
         cache = model.decoder.inference_cache(encoder_out, cands, mask)
 
+        # The latents the sampler updates, the rounding logits and the scores are float32 whatever
+        # the network's dtype (--decoding-dtype bfloat16, --fp16): bfloat16 logits, 8 significant
+        # bits, would tie near-equal words; the denoiser's input and output are cast at its border.
         eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim).to(device)
-        z_start = model.schedule.sigma(torch.ones((), device=device)) * eps.to(
-            encoder_out["encoder_out"][0].dtype
-        )
+        z_start = model.schedule.sigma(torch.ones((), device=device)) * eps
+        network_dtype = encoder_out["encoder_out"][0].dtype
 
         special = model.special_symbol_mask
-        table = model.latent_table()  # fixed during generation: normalized once, not per step
+        table = model.latent_table().float()  # fixed during generation: normalized once, not per step
 
         special_ids = special.nonzero().squeeze(-1)
 
@@ -168,7 +176,8 @@ class FastDiSSGenerator:
 
         def denoise(z_t, z_sc, t):
             self.denoiser_calls += 1
-            return model.denoise(z_t, z_sc, t, mask, encoder_out, cache=cache)
+            return model.denoise(z_t.to(network_dtype), z_sc.to(network_dtype), t, mask, encoder_out,
+                                 cache=cache).float()
 
         clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
         out = run_sampler(

@@ -85,6 +85,8 @@ def main(argv=None):
                    help="as fairseq-generate's option (default: the checkpoint's)")
     p.add_argument("--clamping-shortlist", type=int, default=None,
                    help="as fairseq-generate's option (default: the generator's)")
+    p.add_argument("--decoding-dtype", default=None, choices=("float32", "bfloat16"),
+                   help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
     for path in (args.data, args.path):
@@ -97,7 +99,10 @@ def main(argv=None):
     task, model, generator, batches = load(args)
     if args.clamping_shortlist is not None:
         generator.cfg.clamping_shortlist = args.clamping_shortlist
-        generator.cfg.validate()
+    if args.decoding_dtype is not None:
+        generator.cfg.decoding_dtype = args.decoding_dtype
+        model.to(getattr(torch, args.decoding_dtype))  # what the task's build_generator does
+    generator.cfg.validate()
     if args.fp32_matmul_precision:  # after the task's own setting, which load() applied
         from fastdiss_fairseq.cpu_performance import apply_cpu_settings
 
@@ -146,7 +151,8 @@ def main(argv=None):
     print(f"# Generator profile: {sentences} sentences, {args.decoding_steps} steps, length beam "
           f"{args.length_beam}, batch {args.batch_size}, {torch.get_num_threads()} threads, "
           f"fp32 matmul precision {torch.get_float32_matmul_precision()}, clamping "
-          f"{'shortlist ' + str(generator.cfg.clamping_shortlist) if generator.cfg.clamping else 'off'}\n")
+          f"{'shortlist ' + str(generator.cfg.clamping_shortlist) if generator.cfg.clamping else 'off'}, "
+          f"decoding dtype {generator.cfg.decoding_dtype}\n")
     print("| part | seconds | share of wall |\n|---|---|---|")
     for name, secs in rows:
         print(f"| {name} | {secs:.2f} | {100 * secs / wall:.1f}% |")

@@ -62,11 +62,17 @@ PEERS = {
 # Runs one fairseq CLI in-process and reports its peak resident memory (KiB) on stderr.
 # FASTDISS_MATMUL_PRECISION (--fp32-matmul-precision) applies the plugin's CPU settings before
 # the CLI starts, so fairseq's own AR and CMLM models decode under the same ones as FastDiSS.
+# HALF_IS_BFLOAT16=1 makes Module.half() cast to bfloat16: with it, fairseq-generate's --fp16
+# (its only cast: model.half() after loading) decodes fairseq's AR and CMLM models in bfloat16,
+# as the plugin's --decoding-dtype bfloat16 does with FastDiSS (stock fairseq has no bf16 option).
 PEAK_RSS_WRAPPER = (
     "import os, resource, runpy, sys; sys.argv = sys.argv[1:]\n"
     "if os.environ.get('FASTDISS_MATMUL_PRECISION'):\n"
     "    from fastdiss_fairseq.cpu_performance import apply_cpu_settings\n"
     "    apply_cpu_settings(os.environ['FASTDISS_MATMUL_PRECISION'])\n"
+    "if os.environ.get('HALF_IS_BFLOAT16'):\n"
+    "    import torch\n"
+    "    torch.nn.Module.half = lambda module: module.to(torch.bfloat16)\n"
     "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
     "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
 )
@@ -77,8 +83,8 @@ def log(msg):
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def start_fairseq(module, args, out_path=None, threads=None, mode="w"):
-    env = dict(os.environ, PYTHONWARNINGS="ignore")
+def start_fairseq(module, args, out_path=None, threads=None, mode="w", env_extra=None):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", **(env_extra or {}))
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
@@ -93,9 +99,9 @@ def finish_fairseq(module, proc):
     return stderr
 
 
-def fairseq(module, args, out_path=None, threads=None):
+def fairseq(module, args, out_path=None, threads=None, env_extra=None):
     start = time.perf_counter()
-    stderr = finish_fairseq(module, start_fairseq(module, args, out_path, threads))
+    stderr = finish_fairseq(module, start_fairseq(module, args, out_path, threads, env_extra=env_extra))
     return stderr, time.perf_counter() - start
 
 
@@ -149,6 +155,10 @@ def main(argv=None):
                    help="measure only the configurations with these names (e.g. 'AR beam 5' "
                         "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always measured")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
+    p.add_argument("--decoding-dtype", default="float32", choices=("float32", "bfloat16"),
+                   help="bfloat16: every model decodes cast to bfloat16 (FastDiSS with its "
+                   "--decoding-dtype, fairseq's models with --fp16 made to cast to bfloat16); the "
+                   "report is speed_bf16.*")
     p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
                    help="for every decoding row alike, fairseq's own models included (training "
                         "of the peers is left at torch's default)")
@@ -193,6 +203,11 @@ def main(argv=None):
         # start its clock again, so a finished time-budgeted peer is reused as it is.
         if args.no_train or (args.train_minutes is not None and os.path.exists(ckpts[peer])):
             continue
+        # fairseq-train resumed from a checkpoint already at --max-update runs one update more
+        # (it stops after the update, not before): a finished peer is not started again.
+        if (args.train_minutes is None and os.path.exists(ckpts[peer])
+                and checkpoint_updates(ckpts[peer]) >= args.train_updates):
+            continue
         log(f"training fairseq {peer} for {what}")
         proc = start_fairseq(
             "train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
@@ -221,15 +236,23 @@ def main(argv=None):
         common = [data, "--path", ckpts[model], "--gen-subset", "test", "--batch-size", args.batch_size,
                   "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1",
                   "--user-dir", USER_DIR, *extra]
+        # fairseq-generate cannot decode a bfloat16 CMLM (its iterative refinement hands the
+        # scores to numpy, which has no bfloat16): CMLM decodes in float32, and its rows say so.
+        dtype = "float32" if model == "cmlm" else args.decoding_dtype
+        env_extra = None
         if model == "fastdiss":
             # the task applies its own setting when set up: the same one
-            common += ["--task", "fastdiss_translation", "--fp32-matmul-precision", args.fp32_matmul_precision]
-        elif model == "cmlm":
+            common += ["--task", "fastdiss_translation", "--fp32-matmul-precision", args.fp32_matmul_precision,
+                       "--decoding-dtype", dtype]
+        elif dtype == "bfloat16":
+            common += ["--fp16"]
+            env_extra = {"HALF_IS_BFLOAT16": "1"}
+        if model == "cmlm":
             common += ["--task", "translation_lev"]
-        gen_path = os.path.join(args.work, f"speed.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
+        gen_path = os.path.join(args.work, f"{report_name(args)}.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
         runs = []
         for r in range(args.repeats + 1):  # run 0 is the warm-up
-            stderr, wall = fairseq("generate", common, out_path=gen_path, threads=args.threads)
+            stderr, wall = fairseq("generate", common, out_path=gen_path, threads=args.threads, env_extra=env_extra)
             m = _SPEED.findall(stderr)[-1]
             sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
             rss = int(re.findall(r"PEAK_RSS_KB (\d+)", stderr)[-1])
@@ -239,7 +262,7 @@ def main(argv=None):
                 break
         with open(gen_path, encoding="utf-8") as f:
             bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
-        row = {"config": name, "model": model, "sacrebleu": bleu,
+        row = {"config": name, "model": model, "decoding_dtype": dtype, "sacrebleu": bleu,
                "sentences_per_s": statistics.median(x[0] for x in runs),
                "tokens_per_s": statistics.median(x[1] for x in runs),
                "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
@@ -249,18 +272,23 @@ def main(argv=None):
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
         write_report(rows, args)
     log("profiling the generator at 5 steps, length beam 5")
-    name = "speed-quick" if args.quick else "speed"
+    name = report_name(args)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads))
     with open(os.path.join(args.out, f"{name}_profile.md"), "w") as out:
         subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "profile_generator.py"), data,
                         "--path", fastdiss, "--decoding-steps", "5", "--length-beam", "5",
                         "--batch-size", str(args.batch_size), "--fp32-matmul-precision", args.fp32_matmul_precision,
+                        "--decoding-dtype", args.decoding_dtype,
                         "--json", os.path.join(args.out, f"{name}_profile.json")],
                        stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
 
 
+def report_name(args):
+    return ("speed-quick" if args.quick else "speed") + ("_bf16" if args.decoding_dtype == "bfloat16" else "")
+
+
 def write_report(rows, args):
-    name = "speed-quick" if args.quick else "speed"
+    name = report_name(args)
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
     ar5 = next(r for r in rows if r["config"] == "AR beam 5")
@@ -269,11 +297,13 @@ def write_report(rows, args):
              f"Training updates (batches of {OPTIM[OPTIM.index('--max-tokens') + 1]} tokens): "
              f"FastDiSS {args.fastdiss_updates}, "
              + ", ".join(f"{peer.upper()} {n}" for peer, n in args.peer_updates.items())
-             + f". Matrix-product precision: {args.fp32_matmul_precision}.", "",
-             "| configuration | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
-             "|---|---|---|---|---|---|---|---|"]
+             + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
+             + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
+                if args.decoding_dtype == "bfloat16" else "float32."), "",
+             "| configuration | dtype | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+        lines.append(f"| {r['config']} | {r['decoding_dtype']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
                      f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:

@@ -15,6 +15,19 @@ def hypotheses(stdout: str):
     return dict(re.findall(r"^H-(\d+)\t\S+\t?(.*)$", stdout, flags=re.M))
 
 
+def load_with_test_batch(tiny_data, ckpt, max_sentences, **generation):
+    """The checkpoint as fairseq-generate loads it (generation options as task overrides) and
+    the first batch of the test split."""
+    from fairseq import checkpoint_utils
+
+    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
+        [str(ckpt)], arg_overrides={"data": str(tiny_data), **generation}
+    )
+    task.load_dataset("test")
+    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=max_sentences).next_epoch_itr(shuffle=False))
+    return models, task, batch
+
+
 def test_train_logs_each_loss_term_and_saves(tiny_model):
     ckpt, log = tiny_model
     assert ckpt.exists()
@@ -77,14 +90,8 @@ def test_checkpoint_reloads_as_a_fastdiss_model(tiny_data, tiny_model):
 
 
 def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
-    from fairseq import checkpoint_utils
-
     ckpt, _ = tiny_model
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 4, "length_beam": 3}
-    )
-    task.load_dataset("test")
-    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=8).next_epoch_itr(shuffle=False))
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 8, decoding_steps=4, length_beam=3)
     gen = task.build_generator(models, None)
     hypos = gen.generate(models, batch)
     assert gen.denoiser_calls == 4
@@ -158,11 +165,14 @@ def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, 
 
 
 def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):
-    common = [tiny_data, *TINY_TRAIN_ARGS, "--save-dir", tmp_path,
+    # --decoding-dtype bfloat16 must not cast the model being trained to build its generator
+    common = [tiny_data, *TINY_TRAIN_ARGS, "--save-dir", tmp_path, "--decoding-dtype", "bfloat16",
               "--eval-bleu", "--eval-bleu-remove-bpe", "--eval-bleu-detok", "space"]
     first = run_cli("train", *common, "--max-update", "12", "--validate-interval-updates", "12")
     valid = [l for l in (first.stdout + first.stderr).splitlines() if "| valid |" in l]
     assert valid and re.search(r"\| bleu [\d.]+", valid[-1]), valid
+    weights = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")["model"]
+    assert {w.dtype for w in weights.values() if w.is_floating_point()} == {torch.float32}
     # resuming continues the update counter from the last checkpoint
     second = run_cli("train", *common, "--max-update", "15")
     log = second.stdout + second.stderr
@@ -174,7 +184,6 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
     """The generator rounds only unpadded positions, a block of rows at a time (speed); tokens
     and positional scores must be those of a log_softmax over the full padded batch of the
     sampler's last estimate."""
-    from fairseq import checkpoint_utils
 
     import fastdiss_fairseq.clamping as token_search
     import fastdiss_fairseq.generator as generator_module
@@ -190,12 +199,8 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
     monkeypatch.setattr(generator_module, "run_sampler", capturing_sampler)
     monkeypatch.setattr(token_search, "ROUNDING_ROWS", 7)  # several blocks and a remainder
     ckpt, _ = tiny_model
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 3, "length_beam": 1}
-    )
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 6, decoding_steps=3, length_beam=1)
     model = models[0].eval()
-    task.load_dataset("test")
-    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=6).next_epoch_itr(shuffle=False))
     hypos = task.build_generator(models, None).generate(models, batch)
     with torch.no_grad():
         logits = model.rounding_logits(captured["z0_hat"]).float()
@@ -238,19 +243,13 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
     equal those of the sampler clamping the whole padded batch at once. --no-clamping differs."""
     from argparse import Namespace
 
-    from fairseq import checkpoint_utils
-
     import fastdiss_fairseq.clamping as token_search
     import fastdiss_fairseq.generator as generator_module
 
     ckpt, _ = tiny_model
-    models, _, task = checkpoint_utils.load_model_ensemble_and_task(
-        [str(ckpt)], arg_overrides={"data": str(tiny_data), "decoding_steps": 4, "length_beam": 2}
-    )
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 50, decoding_steps=4, length_beam=2)
     model = models[0].eval()
     assert task.generator_config().clamping and not task.generator_config(clamping=False).clamping
-    task.load_dataset("test")
-    batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=50).next_epoch_itr(shuffle=False))
 
     def tokens(generator):
         return [h[0]["tokens"].tolist() for h in generator.generate(models, batch)]
@@ -274,9 +273,52 @@ def test_clamping_is_the_default_and_matches_clamping_every_position(tiny_data, 
     assert tokens(task.build_generator(models, Namespace(clamping_shortlist=0))) == clamped
 
 
+def test_bfloat16_decoding_casts_the_network_but_not_the_latents(tiny_data, tiny_model, monkeypatch):
+    """--decoding-dtype bfloat16: build_generator casts the model (as fairseq-generate's --fp16
+    does), while the latents the sampler updates and the rounding logits stay float32."""
+    from argparse import Namespace
+
+    import fastdiss_fairseq.generator as generator_module
+
+    ckpt, _ = tiny_model
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 50, decoding_steps=3, length_beam=2)
+    model = models[0].eval()
+    seen = {"projection": set(), "latents": set(), "logits": set()}
+    model.decoder.output_proj.register_forward_hook(lambda m, i, out: seen["projection"].add(out.dtype))
+    real_sampler = generator_module.run_sampler
+
+    rounding_logits = model.rounding_logits
+
+    def recording_sampler(denoise, logits_fn, z_start, *args, **kwargs):
+        def recording_denoise(*a):
+            z0_hat = denoise(*a)
+            seen["latents"].add(z0_hat.dtype)
+            return z0_hat
+
+        seen["latents"].add(z_start.dtype)
+        return real_sampler(recording_denoise, logits_fn, z_start, *args, **kwargs)
+
+    def recording_rounding_logits(*args):
+        logits = rounding_logits(*args)
+        seen["logits"].add(logits.dtype)
+        return logits
+
+    monkeypatch.setattr(generator_module, "run_sampler", recording_sampler)
+    monkeypatch.setattr(model, "rounding_logits", recording_rounding_logits)
+    float32_hypos = task.build_generator(models, None).generate(models, batch)
+    assert seen["projection"] == {torch.float32}
+    seen["projection"].clear()
+    hypos = task.build_generator(models, Namespace(decoding_dtype="bfloat16")).generate(models, batch)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert seen == {"projection": {torch.bfloat16}, "latents": {torch.float32}, "logits": {torch.float32}}
+    assert len(hypos) == len(float32_hypos) == batch["nsentences"] and all(len(h) == 2 for h in hypos)
+    assert all(h[0]["positional_scores"].dtype == torch.float32 for h in hypos)
+
+
 def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):
     """--fp32-matmul-precision medium and --input-scaling through the stock CLIs: training logs
-    the settings it applied, and the checkpoint decodes with the input scaling it was trained with."""
+    the settings it applied, and the checkpoint decodes (in bfloat16) with the input scaling it
+    was trained with."""
     proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans", "--max-update", "3",
                    "--fp32-matmul-precision", "medium", "--input-scaling", "--save-dir", tmp_path)
     log = proc.stdout + proc.stderr
@@ -285,5 +327,5 @@ def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):
     state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu")
     assert state["cfg"]["model"].input_scaling is True
     out = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tmp_path / "checkpoint_last.pt",
-                  "--decoding-steps", "2", "--no-cpu-tuning").stdout
+                  "--decoding-steps", "2", "--no-cpu-tuning", "--decoding-dtype", "bfloat16").stdout
     assert len(hypotheses(out)) == SIZES["test"]

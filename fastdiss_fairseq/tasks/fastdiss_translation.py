@@ -6,6 +6,7 @@ and `--eval-bleu` during training both use the few-step diffusion generator.
 """
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
@@ -13,13 +14,14 @@ from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
+import torch
 from omegaconf import II
 
 from .. import safeguards
 from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
 from ..diffusion.sampler import SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
-from ..generator import RANKINGS, FastDiSSGenerator, GeneratorConfig
+from ..generator import DECODING_DTYPES, RANKINGS, FastDiSSGenerator, GeneratorConfig
 
 
 @dataclass
@@ -72,6 +74,13 @@ class FastDiSSTranslationConfig(TranslationConfig):
         metadata={"help": "lowest noise level of the sampler's time grid, t_k = 1 - k (1 - t_end) / K "
                   "(default: the --t-min the model was trained with, stored in its checkpoint)"},
     )
+    decoding_dtype: ChoiceEnum(DECODING_DTYPES) = field(
+        default="float32",
+        metadata={"help": "'bfloat16': fairseq-generate and fairseq-interactive decode with the model "
+                  "cast to bfloat16 (as --fp16 casts it to half); the sampler's latents, the rounding "
+                  "logits and the scores stay float32. Faster on CPUs with AVX512-BF16 or AMX "
+                  "(docs/measurements.md). --eval-bleu during training decodes the float32 model"},
+    )
     fp32_matmul_precision: ChoiceEnum(MATMUL_PRECISIONS) = field(
         default="highest",
         metadata={"help": "torch.set_float32_matmul_precision for this run: 'medium' computes "
@@ -118,6 +127,7 @@ class FastDiSSTranslationTask(TranslationTask):
             inference_self_conditioning=str(self.cfg.inference_self_conditioning),
             collapse_repeats=self.cfg.collapse_repeats,
             decoding_t_end=self.cfg.decoding_t_end,
+            decoding_dtype=str(self.cfg.decoding_dtype),
             seed=self.cfg.seed,
         )
         values.update(overrides)
@@ -147,12 +157,27 @@ class FastDiSSTranslationTask(TranslationTask):
         # --eval-bleu-args '{"decoding_steps": 3}') override the task's own.
         overrides = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig)
                      if getattr(args, f.name, None) is not None}
-        return FastDiSSGenerator(self.target_dictionary, self.generator_config(**overrides))
+        cfg = self.generator_config(**overrides)
+        if cfg.decoding_dtype == "bfloat16" and not getattr(self, "_building_model", False):
+            for model in models:  # fairseq-generate's own --fp16 casts the same way, in place
+                model.to(torch.bfloat16)
+        return FastDiSSGenerator(self.target_dictionary, cfg)
 
     # ---- bad input: one-line errors or documented safe behaviour (see safeguards.py) ---------
 
+    @contextmanager
+    def _model_being_built(self):
+        """TranslationTask.build_model builds --eval-bleu's generator for the model it returns:
+        the model that will be trained, which build_generator must not cast."""
+        self._building_model = True
+        try:
+            yield
+        finally:
+            self._building_model = False
+
     def build_model(self, cfg, from_checkpoint=False):
-        model = super().build_model(cfg, from_checkpoint)
+        with self._model_being_built():
+            model = super().build_model(cfg, from_checkpoint)
         safeguards.check_fastdiss_model(model, cfg)
         safeguards.guard_dictionary_size(
             model, self.source_dictionary, os.path.join(utils.split_paths(self.cfg.data)[0],
