@@ -152,8 +152,10 @@ def main(argv=None):
     p.add_argument("--single-run-seconds", type=float, default=45.0,
                    help="a configuration whose warm-up run takes longer is timed once")
     p.add_argument("--only", nargs="+", metavar="NAME",
-                   help="measure only the configurations with these names (e.g. 'AR beam 5' "
-                        "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always measured")
+                   help="measure only the configurations with these names (e.g. 'AR greedy' "
+                        "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always "
+                        "measured; the report keeps the other rows of an existing report of the same "
+                        "precision and dtype (each row names its model's updates and date)")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
     p.add_argument("--decoding-dtype", default="float32", choices=("float32", "bfloat16"),
                    help="bfloat16: every model decodes cast to bfloat16 (FastDiSS with its "
@@ -229,6 +231,9 @@ def main(argv=None):
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
 
     rows = []
+    kept = previous_rows(args) if args.only else {}
+    order = [name for name, _, _ in configurations(args.quick)]
+    updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
     os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision  # decoding only
     for name, model, extra in confs:
         # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
@@ -262,7 +267,8 @@ def main(argv=None):
                 break
         with open(gen_path, encoding="utf-8") as f:
             bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
-        row = {"config": name, "model": model, "decoding_dtype": dtype, "sacrebleu": bleu,
+        row = {"config": name, "model": model, "updates": updates[model], "measured": time.strftime("%Y-%m-%d"),
+               "decoding_dtype": dtype, "sacrebleu": bleu,
                "sentences_per_s": statistics.median(x[0] for x in runs),
                "tokens_per_s": statistics.median(x[1] for x in runs),
                "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
@@ -270,7 +276,8 @@ def main(argv=None):
         rows.append(row)
         log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
-        write_report(rows, args)
+        by_name = {**kept, **{r["config"]: r for r in rows}}
+        write_report([by_name[n] for n in order if n in by_name], args)
     log("profiling the generator at 5 steps, length beam 5")
     name = report_name(args)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads))
@@ -281,6 +288,24 @@ def main(argv=None):
                         "--decoding-dtype", args.decoding_dtype,
                         "--json", os.path.join(args.out, f"{name}_profile.json")],
                        stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
+
+
+def previous_rows(args):
+    """{configuration: row} of the existing report, if it was made at the same precision and dtype."""
+    path = os.path.join(args.out, f"{report_name(args)}.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        report = json.load(f)
+    same = all(report["settings"].get(k, "float32" if k == "decoding_dtype" else None) == getattr(args, k)
+               for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads"))
+    if not same:
+        return {}
+    settings = report["settings"]
+    updates = {"fastdiss": settings.get("fastdiss_updates"), **settings.get("peer_updates", {})}
+    measured = time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))
+    # rows of a report from before rows named their updates and date
+    return {r["config"]: {"updates": updates.get(r["model"]), "measured": measured, **r} for r in report["rows"]}
 
 
 def report_name(args):
@@ -300,10 +325,11 @@ def write_report(rows, args):
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
                 if args.decoding_dtype == "bfloat16" else "float32."), "",
-             "| configuration | dtype | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| configuration | dtype | updates | measured | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r['decoding_dtype']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+        lines.append(f"| {r['config']} | {r.get('decoding_dtype', 'float32')} | {r.get('updates', '')} | "
+                     f"{r.get('measured', '')} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
                      f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
