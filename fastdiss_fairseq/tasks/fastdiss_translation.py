@@ -14,8 +14,8 @@ from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
-import torch
 from omegaconf import II
+import torch
 
 from .. import safeguards
 from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
@@ -100,6 +100,7 @@ class FastDiSSTranslationConfig(TranslationConfig):
 @register_task("fastdiss_translation", dataclass=FastDiSSTranslationConfig)
 class FastDiSSTranslationTask(TranslationTask):
     cfg: FastDiSSTranslationConfig
+    _building_model = False  # True inside build_model (see _model_being_built)
 
     @classmethod
     def setup_task(cls, cfg, **kwargs):
@@ -158,12 +159,10 @@ class FastDiSSTranslationTask(TranslationTask):
         overrides = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig)
                      if getattr(args, f.name, None) is not None}
         cfg = self.generator_config(**overrides)
-        if cfg.decoding_dtype == "bfloat16" and not getattr(self, "_building_model", False):
+        if cfg.decoding_dtype == "bfloat16" and not self._building_model:
             for model in models:  # fairseq-generate's own --fp16 casts the same way, in place
                 model.to(torch.bfloat16)
         return FastDiSSGenerator(self.target_dictionary, cfg)
-
-    # ---- bad input: one-line errors or documented safe behaviour (see safeguards.py) ---------
 
     @contextmanager
     def _model_being_built(self):
@@ -174,6 +173,8 @@ class FastDiSSTranslationTask(TranslationTask):
             yield
         finally:
             self._building_model = False
+
+    # ---- bad input: one-line errors or documented safe behaviour (see safeguards.py) ---------
 
     def build_model(self, cfg, from_checkpoint=False):
         with self._model_being_built():
