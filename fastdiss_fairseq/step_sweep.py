@@ -94,8 +94,10 @@ class Sweep:
             max_positions=self.max_positions,
         ).next_epoch_itr(shuffle=False)
 
-    def generator(self, steps: int):
-        options = {"decoding_steps": steps, "seed": self.args.seed}
+    def generator(self, steps: int, **generation):
+        """The task's generator for `steps`; `generation`: further options as fairseq-generate's
+        (clamping_shortlist=..., decoding_dtype=...)."""
+        options = {"decoding_steps": steps, "seed": self.args.seed, **generation}
         if self.args.length_beam is not None:
             options["length_beam"] = self.args.length_beam
         if self.args.noise_samples is not None:

@@ -31,6 +31,8 @@ from collections import defaultdict
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
+from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
 
 MODEL_PARTS = ("encoder", "length head", "encoder reorder", "source-side cache", "denoiser",
                "embedding table", "rounding logits")
@@ -70,7 +72,10 @@ def load(args):
         length_beam=args.length_beam, noise_samples=None, seed=1, remove_bpe="subword_nmt",
         tokenizer="none", cpu=True,
     ))
-    return sweep.task, sweep.model, sweep.generator(args.decoding_steps), sweep.batches()
+    # given options go through the task's build_generator, as fairseq-generate's would
+    generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype")
+                  if getattr(args, k) is not None}
+    return sweep.task, sweep.model, sweep.generator(args.decoding_steps, **generation), sweep.batches()
 
 
 def main(argv=None):
@@ -81,11 +86,11 @@ def main(argv=None):
     p.add_argument("--decoding-steps", type=int, default=5)
     p.add_argument("--length-beam", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--fp32-matmul-precision", default=None, choices=("highest", "high", "medium"),
+    p.add_argument("--fp32-matmul-precision", default=None, choices=MATMUL_PRECISIONS,
                    help="as fairseq-generate's option (default: the checkpoint's)")
     p.add_argument("--clamping-shortlist", type=int, default=None,
                    help="as fairseq-generate's option (default: the generator's)")
-    p.add_argument("--decoding-dtype", default=None, choices=("float32", "bfloat16"),
+    p.add_argument("--decoding-dtype", default=None, choices=DECODING_DTYPES,
                    help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
@@ -97,12 +102,6 @@ def main(argv=None):
 
     torch.manual_seed(1)
     task, model, generator, batches = load(args)
-    if args.clamping_shortlist is not None:
-        generator.cfg.clamping_shortlist = args.clamping_shortlist
-    if args.decoding_dtype is not None:
-        generator.cfg.decoding_dtype = args.decoding_dtype
-        model.to(getattr(torch, args.decoding_dtype))  # what the task's build_generator does
-    generator.cfg.validate()
     if args.fp32_matmul_precision:  # after the task's own setting, which load() applied
         from fastdiss_fairseq.cpu_performance import apply_cpu_settings
 

@@ -43,6 +43,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
+from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -157,7 +158,7 @@ def main(argv=None):
                         "measured; the report keeps the other rows of an existing report of the same "
                         "precision and dtype (each row names its model's updates and date)")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
-    p.add_argument("--decoding-dtype", default="float32", choices=("float32", "bfloat16"),
+    p.add_argument("--decoding-dtype", default="float32", choices=DECODING_DTYPES,
                    help="bfloat16: every model decodes cast to bfloat16 (FastDiSS with its "
                    "--decoding-dtype, fairseq's models with --fp16 made to cast to bfloat16); the "
                    "report is speed_bf16.*")
@@ -297,15 +298,15 @@ def previous_rows(args):
         return {}
     with open(path) as f:
         report = json.load(f)
-    same = all(report["settings"].get(k, "float32" if k == "decoding_dtype" else None) == getattr(args, k)
-               for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads"))
-    if not same:
+    settings = {"decoding_dtype": "float32", **report["settings"]}  # reports from before the option
+    if any(settings.get(k) != getattr(args, k)
+           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads")):
         return {}
-    settings = report["settings"]
+    # rows of a report from before rows named their updates, date and dtype get the report's
     updates = {"fastdiss": settings.get("fastdiss_updates"), **settings.get("peer_updates", {})}
     measured = time.strftime("%Y-%m-%d", time.gmtime(os.path.getmtime(path)))
-    # rows of a report from before rows named their updates and date
-    return {r["config"]: {"updates": updates.get(r["model"]), "measured": measured, **r} for r in report["rows"]}
+    return {r["config"]: {"updates": updates.get(r["model"]), "measured": measured,
+                          "decoding_dtype": settings["decoding_dtype"], **r} for r in report["rows"]}
 
 
 def report_name(args):
@@ -328,8 +329,8 @@ def write_report(rows, args):
              "| configuration | dtype | updates | measured | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['config']} | {r.get('decoding_dtype', 'float32')} | {r.get('updates', '')} | "
-                     f"{r.get('measured', '')} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
+        lines.append(f"| {r['config']} | {r['decoding_dtype']} | {r['updates']} | "
+                     f"{r['measured']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
                      f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
                      f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:

@@ -184,7 +184,6 @@ def test_generator_rounds_real_positions_like_a_full_log_softmax(tiny_data, tiny
     """The generator rounds only unpadded positions, a block of rows at a time (speed); tokens
     and positional scores must be those of a log_softmax over the full padded batch of the
     sampler's last estimate."""
-
     import fastdiss_fairseq.clamping as token_search
     import fastdiss_fairseq.generator as generator_module
 
