@@ -6,7 +6,7 @@ criterion `fastdiss_loss`.
 """
 
 from . import checkpoint_compat  # noqa: F401  (must precede any checkpoint load)
-from . import atomic_checkpoint, errors, interactive_input, resume_check
+from . import atomic_checkpoint, clean_exit, errors, interactive_input, resume_check
 from . import criterions, models, tasks  # noqa: F401
 
 # What importing the plugin changes in fairseq, and why (each module's docstring says more):
@@ -14,5 +14,6 @@ errors.install_excepthook()  # FastDiSSError / FloatingPointError: one line, no 
 atomic_checkpoint.install()  # checkpoints are written atomically, never with NaN/inf weights
 resume_check.install()  # resuming with changed SCP/MANS/loss options logs a warning
 interactive_input.install()  # fairseq-interactive: non-UTF-8 input is replaced, not fatal
+clean_exit.install()  # fairseq-train stopped mid-epoch exits 0, not SIGABRT (prefetch thread)
 
 __version__ = "0.1.0"

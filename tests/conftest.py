@@ -78,12 +78,15 @@ def tiny_model(tiny_data, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ar_model(tiny_data, tmp_path_factory):
     """fairseq's own autoregressive transformer, one update on the tiny data: a checkpoint of
-    another model (robustness tests) and a teacher for distillation (preprocess/distill.py)."""
+    another model (robustness tests) and a teacher for distillation (preprocess/distill.py).
+    Stock fairseq, without the plugin's clean-exit hook: --data-buffer-size 0 starts no batch
+    prefetch thread, whose exit after --max-update can abort the process (see clean_exit.py)."""
     save = tmp_path_factory.mktemp("ar-ckpt")
     run_cli("train", tiny_data, "--task", "translation", "--arch", "transformer", "--share-all-embeddings",
             "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
             "--decoder-embed-dim", "16", "--encoder-ffn-embed-dim", "16", "--decoder-ffn-embed-dim", "16",
             "--encoder-attention-heads", "1", "--decoder-attention-heads", "1", "--optimizer", "adam",
             "--lr", "1e-3", "--max-tokens", "1024", "--max-update", "1", "--disable-validation",
-            "--no-epoch-checkpoints", "--num-workers", "0", "--cpu", "--seed", "1", "--save-dir", save)
+            "--no-epoch-checkpoints", "--num-workers", "0", "--data-buffer-size", "0", "--cpu", "--seed", "1",
+            "--save-dir", save)
     return save / "checkpoint_last.pt"

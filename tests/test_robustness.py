@@ -302,6 +302,40 @@ def test_sigkill_mid_epoch_resumes_with_the_same_update_counter_and_lr(tiny_data
     assert re.search(r"\| train \| .*num_updates 40\b", log)
 
 
+# fairseq's BufferedIterator with a batch source that is always inside torch's C++ code, as a
+# training stopped by --max-update leaves its prefetch thread. Without the plugin this process
+# dies with SIGABRT ("terminate called without an active exception") on torch 2.13.
+PREFETCH_AT_EXIT = """
+import torch
+import fastdiss_fairseq
+from fairseq.data.iterators import BufferedIterator
+
+class CollatingForever:
+    def __len__(self):
+        return 10 ** 6
+
+    def __iter__(self):
+        torch.manual_seed(0)
+        while True:
+            x = torch.randn(64, 64)
+            for _ in range(200):
+                x = torch.stack([x, x]).sum(0) * 0.5
+            yield x
+
+batches = BufferedIterator(10 ** 6, CollatingForever())
+next(batches)
+print("first batch")
+"""
+
+
+def test_exit_with_a_prefetch_thread_mid_batch_is_clean():
+    for _ in range(3):  # the abort it prevents is a race; three tries all exit cleanly
+        proc = subprocess.run([sys.executable, "-c", PREFETCH_AT_EXIT], capture_output=True, text=True,
+                              timeout=120, env=ENV)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert proc.stdout.strip() == "first batch"
+
+
 def test_resuming_with_changed_scp_mans_options_is_logged(tiny_data, tiny_model, tmp_path):
     ckpt, _ = tiny_model  # trained with --scp --mans (default strength 0.25)
     shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
