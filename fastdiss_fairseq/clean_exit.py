@@ -46,8 +46,8 @@ def drain(consumer) -> None:
 
 def stop_prefetch_threads() -> None:
     for consumer in prefetch_threads():
-        # BackgroundConsumer.run breaks out of its loop once count >= _max_len, after the put
-        # of the batch in hand; with 0 that is the very next batch.
+        # BackgroundConsumer.run leaves its loop once count >= _max_len, checked after each put:
+        # with 0 it stops after the batch it is building now.
         consumer._max_len = 0
         for _ in range(int(JOIN_TIMEOUT_SECONDS / POLL_SECONDS)):
             drain(consumer)
