@@ -3,9 +3,9 @@
 fairseq prefetches training batches in a daemon thread (`BackgroundConsumer`, one per epoch
 iterator, `--data-buffer-size` batches ahead). A training that stops in the middle of an
 epoch (`--max-update`, `--stop-time-hours`) leaves that thread running; when the interpreter
-exits while the thread is inside torch's C++ code (collating the next batch), CPython ends
-the thread by unwinding through a `noexcept` frame and the process dies with "terminate
-called without an active exception" (exit -6) after the checkpoint is saved: a finished run
+exits while the thread is inside torch's C++ code (collating the next batch), the thread is
+torn down mid-call and the process dies with "terminate called without an active exception"
+(exit -6) after the checkpoint is saved: a finished run
 that scripts (`set -e`) and CI read as a failure. It happens on torch 2.13 with Python 3.11
 whenever the thread is mid-batch, so it is a race that grows with batch-building time.
 
