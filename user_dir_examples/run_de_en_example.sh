@@ -31,6 +31,7 @@ STEPS="${STEPS:-1 5 50}"
 DATA="$OUT/data-bin"
 CKPT="$OUT/checkpoints"
 USER_DIR="$ROOT/fastdiss_fairseq"
+BPE_MERGES=10000
 
 bash "$ROOT/scripts/setup_env.sh" "$VENV"
 export PATH="$VENV/bin:$PATH"
@@ -38,10 +39,16 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 mkdir -p "$OUT"
 start=$(date +%s)
 
+# An output folder from a version of this script with another vocabulary would resume its old
+# checkpoint on its old data and print that run's scores again: refuse it before any work.
+if [ -f "$DATA/prepare.json" ] && ! python -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['bpe_merges'] != $BPE_MERGES)" "$DATA/prepare.json"; then
+    echo "run_de_en_example.sh: error: $OUT holds data preprocessed with other BPE merges than $BPE_MERGES; remove it or set OUT to a new folder" >&2
+    exit 1
+fi
 if [ ! -f "$DATA/dict.en.txt" ]; then
     echo "== preprocessing the bundled slice"
     python "$ROOT/preprocess/prepare_parallel.py" --raw "$ROOT/user_dir_examples/data/de-en" \
-        --src de --tgt en --bpe-merges 10000 --out "$DATA" --workers "$(nproc)" > "$OUT/preprocess.log" 2>&1
+        --src de --tgt en --bpe-merges "$BPE_MERGES" --out "$DATA" --workers "$(nproc)" > "$OUT/preprocess.log" 2>&1
 fi
 
 echo "== training for $TRAIN_MINUTES minutes (log: $OUT/train.log)"
