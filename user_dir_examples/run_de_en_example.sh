@@ -74,10 +74,10 @@ printf "%-6s %-12s %-20s %-15s %s\n" steps SacreBLEU SacreBLEU_collapsed tokeniz
 for k in $STEPS; do
     t0=$(date +%s.%N)
     for variant in plain collapsed; do
-        extra=(); [ "$variant" = collapsed ] && extra=(--collapse-repeats)
+        collapse=""; [ "$variant" = collapsed ] && collapse="--collapse-repeats"
         fairseq-generate "$DATA" --user-dir "$USER_DIR" --task fastdiss_translation \
             --path "$CKPT/checkpoint_last.pt" --gen-subset test --decoding-steps "$k" --length-beam 3 \
-            --max-tokens 8000 --remove-bpe --fp32-matmul-precision medium "${extra[@]}" \
+            --max-tokens 8000 --remove-bpe --fp32-matmul-precision medium $collapse \
             --seed 1 --cpu > "$OUT/generate.$k.$variant.txt" 2> "$OUT/generate.$k.$variant.log"
         [ "$variant" = plain ] && t1=$(date +%s.%N)
         fastdiss-score "$OUT/generate.$k.$variant.txt" --refs "$DATA/refs/test.en" --detok-lang en \
