@@ -69,7 +69,7 @@ grep "| train |" "$OUT/train.log" | tail -1 || true
 echo "== decoding the test slice ($(wc -l < "$DATA/refs/test.en") sentences)"
 # Each step count is decoded twice: the model's own output, and with --collapse-repeats (drop a
 # token equal to the one before it, the usual non-autoregressive post-processing: an early model
-# repeats frequent words, worth +0.6 to +1.1 SacreBLEU here, docs/measurements.md).
+# repeats frequent words, worth +0.4 to +1.1 SacreBLEU here, docs/measurements.md).
 printf "%-6s %-12s %-20s %-15s %s\n" steps SacreBLEU SacreBLEU_collapsed tokenized_BLEU seconds
 for k in $STEPS; do
     t0=$(date +%s.%N)
