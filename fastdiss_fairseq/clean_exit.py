@@ -6,8 +6,8 @@ epoch (`--max-update`, `--stop-time-hours`) leaves that thread running; when the
 exits while the thread is inside torch's C++ code (collating the next batch), the thread is
 torn down mid-call and the process dies with "terminate called without an active exception"
 (exit -6) after the checkpoint is saved: a finished run that scripts (`set -e`) and CI read as
-a failure. It happens on torch 2.13 with Python 3.11
-whenever the thread is mid-batch, so it is a race that grows with batch-building time.
+a failure. It happens on torch 2.13 with Python 3.11 whenever the thread is mid-batch, so it
+is a race that grows with batch-building time.
 
 An `atexit` hook (it runs after the main thread has finished and before daemon threads are
 torn down) tells each live consumer to stop after the batch it is building and empties its
