@@ -78,7 +78,8 @@ OPTIM_ARGS = [
     "inverse_sqrt", "--warmup-updates", "200", "--clip-norm", "1.0", "--dropout", "0.0",
     "--max-tokens", "3072",
 ]
-# fairseq's device flag for every train and decode; configure() sets it from --device.
+# fairseq's device flag and the float32 matrix-product precision (the task's option) for every
+# train and decode; configure() sets them from --device and --fp32-matmul-precision.
 DEVICE_ARGS = ["--cpu"]
 
 
@@ -87,10 +88,17 @@ def configure(args):
     level: all trainings and decodes of one run share them)."""
     global DEVICE_ARGS
     DEVICE_ARGS = ["--cpu"] if args.device == "cpu" else []
+    # on a GPU, high lets float32 matrix products run as TF32 (several times faster training)
+    precision = getattr(args, "fp32_matmul_precision", "highest")
+    if precision != "highest":
+        DEVICE_ARGS = DEVICE_ARGS + ["--fp32-matmul-precision", precision]
     MODEL_ARGS[MODEL_ARGS.index("--arch") + 1] = args.arch
     OPTIM_ARGS[OPTIM_ARGS.index("--max-tokens") + 1] = str(args.max_tokens)
     # Training times U(t_min, 1) for the warm start and every variant alike; each decode then
-    # ends its grid at the checkpoint's own t_min (the generator's default).
+    # ends its grid at the checkpoint's own t_min (the generator's default). Set, not added to:
+    # configure() may run more than once in a process (speed_benchmark.py, tests).
+    if "--t-min" in MODEL_ARGS:
+        del MODEL_ARGS[MODEL_ARGS.index("--t-min"):MODEL_ARGS.index("--t-min") + 2]
     if args.t_min:
         MODEL_ARGS.extend(["--t-min", str(args.t_min)])
 
@@ -243,19 +251,28 @@ def decode_settings(args) -> str:
     return "# decode: " + json.dumps({"args": [str(a) for a in args], "generator_defaults": generator_defaults()})
 
 
+def decode_many(tasks, jobs=1):
+    """decode(*task) for every task, `jobs` at once; their sentences/s in task order. Decoding is
+    seeded, so decodes side by side give the same outputs: only their speed figures are shared."""
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(lambda task: decode(*task), tasks))
+
+
 def sacrebleu(gen_path, refs):
     with open(gen_path, encoding="utf-8") as f:
         return score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
 
 
-def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, interval=None):
+def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, interval=None, max_minutes=0.0):
     """Train one variant from the shared warm start up to update `max_update`; its checkpoint.
-    With warm_ckpt None, from scratch, keeping a checkpoint every `interval` updates."""
+    With warm_ckpt None, from scratch, keeping a checkpoint every `interval` updates. With
+    max_minutes, the training also stops after that many minutes (a timed GPU machine), and a
+    finished one is kept whatever its updates (the report gives them)."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
     trained_to = checkpoint_updates(ckpt) if os.path.exists(ckpt) else None
     stale = None
-    if trained_to is not None and trained_to != max_update:
+    if trained_to is not None and trained_to != max_update and not max_minutes:
         # Continued from an earlier (shorter) warm start: stale for this comparison.
         stale = f"was trained to update {trained_to}, not {max_update}"
     elif trained_to is not None:
@@ -273,13 +290,14 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
         t0 = time.time()
         start = (["--restore-file", warm_ckpt, "--reset-dataloader"] if warm_ckpt
                  else ["--save-interval-updates", str(interval)])
-        train(data, save, flags + ["--seed", str(seed), *start, "--max-update", str(max_update)],
+        cap = ["--stop-time-hours", str(max_minutes / 60)] if max_minutes else []
+        train(data, save, flags + ["--seed", str(seed), *start, "--max-update", str(max_update), *cap],
               os.path.join(work, f"{name}.log"))
         log(f"  trained in {time.time() - t0:.0f} s")
     return ckpt
 
 
-def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=(), tag=""):
+def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=(), tag="", jobs=1):
     """The baseline objective's SacreBLEU at `steps` steps for each interval checkpoint of the
     warm start (from scratch: of the baseline's run): what the issue asks for when the baseline
     stays below its 10-BLEU bar."""
@@ -291,9 +309,10 @@ def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=
     if warm_updates not in {u for u, _ in points}:
         points.append((warm_updates, os.path.join(warm, "checkpoint_last.pt")))
     curve = []
-    for updates, ckpt in sorted(points):
-        gen = os.path.join(warm, f"curve.{updates}.gen{steps}{tag}.txt")
-        decode(data, ckpt, steps, length_beam, gen, extra=extra)
+    points.sort()
+    gens = [os.path.join(warm, f"curve.{updates}.gen{steps}{tag}.txt") for updates, _ in points]
+    decode_many([(data, ckpt, steps, length_beam, gen, "test", extra) for (_, ckpt), gen in zip(points, gens)], jobs)
+    for (updates, _), gen in zip(points, gens):
         bleu = sacrebleu(gen, refs)
         curve.append({"updates": updates, "steps": steps, "sacrebleu": bleu})
         log(f"  baseline objective at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
@@ -350,7 +369,12 @@ def main(argv=None):
                    help="train the warm start for this many minutes instead (overrides --warm-updates)")
     p.add_argument("--from-scratch-updates", type=int, default=0, metavar="N",
                    help="no warm start: train every variant from scratch for N updates (the GPU design)")
+    p.add_argument("--from-scratch-minutes", type=float, default=0.0, metavar="M",
+                   help="with --from-scratch-updates: each training also stops after M minutes (a cap "
+                        "for a timed machine; the report gives the updates every variant reached)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--fp32-matmul-precision", choices=["highest", "high", "medium"], default="highest",
+                   help="every training and decode (the task's option; on a GPU, high: TF32)")
     p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
     p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
     # 0.5: the baseline learns 1.3-1.5x faster per update from U(0.5, 1) on this data
@@ -359,7 +383,8 @@ def main(argv=None):
     p.add_argument("--t-min", type=float, default=0.5,
                    help="the criterion's --t-min (training times U(t_min, 1)) for every training of the run")
     p.add_argument("--jobs", type=int, default=1,
-                   help="trainings run at once (on one GPU, several small models share it well)")
+                   help="trainings, and then decodes, run at once (on one GPU, several small models "
+                        "share it well; the decodes' sentences/s are then shared-machine figures)")
     p.add_argument("--variant-updates", type=int, default=200)
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100])
     p.add_argument("--length-beam", type=int, default=1)
@@ -451,49 +476,58 @@ def main(argv=None):
         (run_name, flags, args.seeds[0]) for run_name, flags in sweep.values() if run_name.startswith("sweep.")]
     with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         for future in [pool.submit(continue_from_warm, data, args.work, name, flags, seed, warm_ckpt,
-                                   variant_max_update, args.curve_every) for name, flags, seed in trainings]:
+                                   variant_max_update, args.curve_every, args.from_scratch_minutes)
+                       for name, flags, seed in trainings]:
             future.result()
+    def last_checkpoint(variant, seed):
+        return os.path.join(args.work, f"{variant}.seed{seed}", "checkpoint_last.pt")
 
-    results = {"settings": dict(vars(args)), "warm_updates": warm_updates,
+    # what each run reached (below variant_max_update only where --from-scratch-minutes stopped it)
+    updates = {f"{v}.seed{seed}": checkpoint_updates(last_checkpoint(v, seed)) for v, seed in runs}
+
+    results = {"settings": dict(vars(args)), "warm_updates": warm_updates, "updates": updates,
                "train_seconds": {"warm": warm_seconds}, "runs": [],
-               "baseline_curve": learning_curve(data, curve_dir, warm_updates or variant_max_update,
-                                                args.length_beam, refs, extra=decode_extra, tag=tag)}
+               "baseline_curve": learning_curve(
+                   data, curve_dir, warm_updates or updates[f"baseline.seed{args.seeds[0]}"], args.length_beam, refs,
+                   extra=decode_extra, tag=tag, jobs=args.jobs)}
     for variant, seed in runs:
-        ckpt = os.path.join(args.work, f"{variant}.seed{seed}", "checkpoint_last.pt")
         results["train_seconds"][f"{variant}.seed{seed}"] = training_seconds(
             os.path.join(args.work, f"{variant}.seed{seed}.log"))
-        steps = args.steps if seed == args.seeds[0] else [5]
-        for k in steps:
-            gen = os.path.join(args.work, f"{variant}.seed{seed}.gen{k}{tag}.txt")
-            sps = decode(data, ckpt, k, args.length_beam, gen, extra=decode_extra)
-            results["runs"].append({"variant": variant, "seed": seed, "steps": k,
-                                    "sacrebleu": sacrebleu(gen, refs), "sentences_per_s": sps})
-            log(f"  {variant} seed {seed} K={k}: SacreBLEU {results['runs'][-1]['sacrebleu']:.2f} ({sps} sent/s)")
+    cells = [(variant, seed, k) for variant, seed in runs for k in (args.steps if seed == args.seeds[0] else [5])]
+    gens = [os.path.join(args.work, f"{variant}.seed{seed}.gen{k}{tag}.txt") for variant, seed, k in cells]
+    speeds = decode_many([(data, last_checkpoint(variant, seed), k, args.length_beam, gen, "test", decode_extra)
+                          for (variant, seed, k), gen in zip(cells, gens)], args.jobs)
+    for (variant, seed, k), gen, sps in zip(cells, gens, speeds):
+        results["runs"].append({"variant": variant, "seed": seed, "steps": k,
+                                "sacrebleu": sacrebleu(gen, refs), "sentences_per_s": sps})
+        log(f"  {variant} seed {seed} K={k}: SacreBLEU {results['runs'][-1]['sacrebleu']:.2f} ({sps} sent/s)")
 
     # The analysis upper bound: the self-conditioning estimate recomputed at the current level
     # (f(z_t, 0, t), 2K passes) instead of reused from the previous step.
     results["recompute"] = []
-    for variant in ("baseline", "scp_mans"):
-        ckpt = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}", "checkpoint_last.pt")
-        for k in [k for k in args.steps if k <= args.recompute_max_steps]:
-            gen = os.path.join(args.work, f"{variant}.seed{args.seeds[0]}.recompute.gen{k}{tag}.txt")
-            sps = decode(data, ckpt, k, args.length_beam, gen,
-                         extra=("--inference-self-conditioning", "recompute", *decode_extra))
-            results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(gen, refs),
-                                         "sentences_per_s": sps})
-            log(f"  {variant} K={k} recomputed self-conditioning: SacreBLEU {results['recompute'][-1]['sacrebleu']:.2f}")
+    seed0 = args.seeds[0]
+    cells = [(variant, k) for variant in ("baseline", "scp_mans") for k in args.steps if k <= args.recompute_max_steps]
+    gens = [os.path.join(args.work, f"{variant}.seed{seed0}.recompute.gen{k}{tag}.txt") for variant, k in cells]
+    recompute = ("--inference-self-conditioning", "recompute", *decode_extra)
+    speeds = decode_many([(data, last_checkpoint(variant, seed0), k, args.length_beam, gen, "test", recompute)
+                          for (variant, k), gen in zip(cells, gens)], args.jobs)
+    for (variant, k), gen, sps in zip(cells, gens, speeds):
+        results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(gen, refs),
+                                     "sentences_per_s": sps})
+        log(f"  {variant} K={k} recomputed self-conditioning: SacreBLEU {results['recompute'][-1]['sacrebleu']:.2f}")
 
     # Defaults sweep on valid: SCP+MANS with the defaults, and each alternative setting.
     valid_refs = read_refs(os.path.join(data, "refs", "valid.en"))
     results["sweep"] = []
-    for name, (run_name, flags) in sweep.items():
-        ckpt = os.path.join(args.work, run_name, "checkpoint_last.pt")
-        for k in SWEEP_STEPS:
-            gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
-            decode(data, ckpt, k, args.length_beam, gen, subset="valid", extra=decode_extra)
-            results["sweep"].append({"setting": name, "flags": flags, "steps": k,
-                                     "sacrebleu_valid": sacrebleu(gen, valid_refs)})
-            log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
+    cells = [(name, run_name, flags, k) for name, (run_name, flags) in sweep.items() for k in SWEEP_STEPS]
+    decode_many([(data, os.path.join(args.work, run_name, "checkpoint_last.pt"), k, args.length_beam,
+                  os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt"), "valid", decode_extra)
+                 for _, run_name, _, k in cells], args.jobs)
+    for name, run_name, flags, k in cells:
+        gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
+        results["sweep"].append({"setting": name, "flags": flags, "steps": k,
+                                 "sacrebleu_valid": sacrebleu(gen, valid_refs)})
+        log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
     results["wall_minutes"] = (time.time() - start) / 60
     write_report(results, args.out, args.quick)
     log(f"done in {results['wall_minutes']:.1f} minutes; report in {args.out}")
@@ -540,7 +574,10 @@ def write_report(results, out, quick):
     lines = [
         f"# FastDiSS ablation on de-en/test ({'QUICK smoke run: numbers mean nothing' if quick else 'SacreBLEU, detokenized'})",
         "",
-        (f"From scratch: each variant {s['from_scratch_updates']} updates" if s.get("from_scratch_updates") else
+        (f"From scratch: each variant {s['from_scratch_updates']} updates" + (
+            f" or {s['from_scratch_minutes']:g} minutes, whichever came first (reached: "
+            + ", ".join(f"{run} {n}" for run, n in results.get("updates", {}).items()) + ")"
+            if s.get("from_scratch_minutes") else "") if s.get("from_scratch_updates") else
          f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
          f"{s['variant_updates']} updates")
         + f"; {s.get('arch', 'fastdiss_small')} on {s.get('device', 'cpu')}, {s.get('max_tokens', 3072)} tokens "

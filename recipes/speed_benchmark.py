@@ -15,7 +15,12 @@ updates (an update budget, unlike a time budget, does not depend on what else th
   * per configuration: SacreBLEU (detokenized), sentences/s and target tokens/s of the
     generator (fairseq's own timer; median of --repeats timed runs after a warm-up run) and of
     the whole process, and peak resident memory;
-  * writes docs/speed.{json,md,png} (SacreBLEU against sentences/s, log x).
+  * writes docs/speed.{json,md,png} (SacreBLEU against sentences/s, log x), with every trained
+    model's training target tokens/s (fairseq's wps) above the table.
+
+On a GPU (recipes/gpu/run_gpu_speed.sh) the same comparison runs from scratch:
+--device cuda --size iwslt --train-fastdiss trains FastDiSS (SCP+MANS, the ablation's settings)
+beside the peers, all IWSLT-sized, and the report is speed_gpu.* with peak GPU memory.
 
     python recipes/speed_benchmark.py                 # after recipes/ablation.py
     python recipes/speed_benchmark.py --quick --out /tmp/speed-quick
@@ -47,12 +52,21 @@ from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
-SIZE = ["--encoder-embed-dim", "256", "--encoder-ffn-embed-dim", "512", "--encoder-attention-heads", "4",
-        "--encoder-layers", "3", "--decoder-embed-dim", "256", "--decoder-ffn-embed-dim", "512",
-        "--decoder-attention-heads", "4", "--decoder-layers", "3", "--share-all-embeddings"]
-# fairseq's usual settings for these models; the batch is the FastDiSS recipes' (3,072 tokens).
+# The peers at the size of a FastDiSS architecture: (dim, FFN, heads, layers a side) and that arch.
+SIZES = {"small": ((256, 512, 4, 3), "fastdiss_small"),  # the CPU benchmarks' model
+         "iwslt": ((512, 1024, 4, 6), "fastdiss_iwslt_de_en")}  # fairseq's transformer_iwslt_de_en
+
+
+def size_args(size):
+    (dim, ffn, heads, layers), _ = SIZES[size]
+    return [arg for side in ("encoder", "decoder") for arg in (
+        f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", ffn, f"--{side}-attention-heads", heads,
+        f"--{side}-layers", layers)] + ["--share-all-embeddings"]
+
+
+# fairseq's usual settings for these models; the batch (--max-tokens) is the FastDiSS model's.
 OPTIM = ["--optimizer", "adam", "--adam-betas", "(0.9,0.98)", "--lr", "1e-3", "--lr-scheduler", "inverse_sqrt",
-         "--warmup-updates", "300", "--clip-norm", "1.0", "--dropout", "0.1", "--max-tokens", "3072"]
+         "--warmup-updates", "300", "--clip-norm", "1.0", "--dropout", "0.1"]
 PEERS = {
     "ar": ["--task", "translation", "--arch", "transformer", "--criterion", "label_smoothed_cross_entropy",
            "--label-smoothing", "0.1"],
@@ -66,8 +80,20 @@ PEERS = {
 # HALF_IS_BFLOAT16=1 makes Module.half() cast to bfloat16: with it, fairseq-generate's --fp16
 # (its only cast: model.half() after loading) decodes fairseq's AR and CMLM models in bfloat16,
 # as the plugin's --decoding-dtype bfloat16 does with FastDiSS (stock fairseq has no bf16 option).
+# SYNC_CUDA_TIMER=1 (GPU runs): the CUDA context and the matrix-product library are set up before
+# the CLI starts (one-time costs a long-running server pays once, not per batch), and fairseq's
+# generation timer waits for the GPU when it starts and stops, so queued kernels are charged to
+# the batch that launched them, for every model alike; the peak GPU memory the process allocated
+# is reported beside its resident memory.
 PEAK_RSS_WRAPPER = (
     "import os, resource, runpy, sys; sys.argv = sys.argv[1:]\n"
+    "if os.environ.get('SYNC_CUDA_TIMER'):\n"
+    "    import torch\n"
+    "    from fairseq.logging.meters import StopwatchMeter\n"
+    "    def synced(method):\n"
+    "        return lambda self, *a, **k: (torch.cuda.synchronize(), method(self, *a, **k))[1]\n"
+    "    StopwatchMeter.start, StopwatchMeter.stop = synced(StopwatchMeter.start), synced(StopwatchMeter.stop)\n"
+    "    (torch.ones(8, 8, device='cuda') @ torch.ones(8, 8, device='cuda')).sum().item()\n"
     "if os.environ.get('FASTDISS_MATMUL_PRECISION'):\n"
     "    from fastdiss_fairseq.cpu_performance import apply_cpu_settings\n"
     "    apply_cpu_settings(os.environ['FASTDISS_MATMUL_PRECISION'])\n"
@@ -76,6 +102,8 @@ PEAK_RSS_WRAPPER = (
     "    torch.nn.Module.half = lambda module: module.to(torch.bfloat16)\n"
     "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
     "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
+    "    if os.environ.get('SYNC_CUDA_TIMER'):\n"
+    "        print(f'PEAK_CUDA_BYTES {torch.cuda.max_memory_allocated()}', file=sys.stderr)\n"
 )
 _SPEED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
 
@@ -114,6 +142,61 @@ def checkpoint_updates(path):
     return int(state["optimizer_history"][-1]["num_updates"])
 
 
+def training_log(args, model):
+    return os.path.join(args.work, "fastdiss.log" if model == "fastdiss" else f"peer_{model}.log")
+
+
+def training_tokens_per_s(log_path):
+    """Median target tokens/s (fairseq's wps) of a training's log intervals, the first left out
+    (start-up); None without at least two intervals."""
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        wps = [float(x) for x in re.findall(r"\| train_inner \|.*?wps=([\d.]+)", f.read())]
+    return statistics.median(wps[1:]) if len(wps) > 1 else None
+
+
+def fastdiss_training_args(args):
+    """FastDiSS with SCP+MANS as the ablation trains it (recipes/ablation.py: model, optimizer,
+    criterion), at this run's size, batch and --t-min; the device flag is added by the caller."""
+    sys.path.insert(0, os.path.join(ROOT, "recipes"))
+    import ablation
+
+    ablation.configure(argparse.Namespace(device=args.device, arch=SIZES[args.size][1],
+                                          max_tokens=args.max_tokens, t_min=args.t_min))
+    return ["--task", "fastdiss_translation", "--criterion", "fastdiss_loss", *ablation.MODEL_ARGS,
+            *ablation.OPTIM_ARGS, *ablation.VARIANTS["scp_mans"],
+            "--fp32-matmul-precision", args.fp32_matmul_precision]  # the task sets it (the wrapper too)
+
+
+def device_args(args):
+    """fairseq's device flag: its CLIs take the GPU unless told --cpu."""
+    return ["--cpu"] if args.device == "cpu" else []
+
+
+def generate_command(args, data, ckpt, model, extra):
+    """(fairseq-generate arguments, environment for the wrapper, decoding dtype) of one row."""
+    # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
+    # fairseq's own checkpoints (weights_only); the plugin allowlists what they pickle.
+    command = [data, "--path", ckpt, "--gen-subset", "test", "--batch-size", args.batch_size,
+               "--required-batch-size-multiple", "1", "--remove-bpe", *device_args(args), "--seed", "1",
+               "--user-dir", USER_DIR, *extra]
+    # fairseq-generate cannot decode a bfloat16 CMLM (its iterative refinement hands the
+    # scores to numpy, which has no bfloat16): CMLM decodes in float32, and its rows say so.
+    dtype = "float32" if model == "cmlm" else args.decoding_dtype
+    env = {"SYNC_CUDA_TIMER": "1"} if args.device == "cuda" else {}
+    if model == "fastdiss":
+        # the task applies its own setting when set up: the same one
+        command += ["--task", "fastdiss_translation", "--fp32-matmul-precision", args.fp32_matmul_precision,
+                    "--decoding-dtype", dtype]
+    elif dtype == "bfloat16":
+        command += ["--fp16"]
+        env["HALF_IS_BFLOAT16"] = "1"
+    if model == "cmlm":
+        command += ["--task", "translation_lev"]
+    return command, env, dtype
+
+
 def configurations(quick):
     steps = [1, 5] if quick else [1, 2, 5, 10, 20, 50]
     confs = [("AR beam 5", "ar", ["--beam", "5"]), ("AR greedy", "ar", ["--beam", "1"])]
@@ -132,12 +215,25 @@ def main(argv=None):
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"),
                    help="the ablation's work folder (its data-bin and SCP+MANS checkpoint are reused)")
     p.add_argument("--data", help="binarized data with refs/test.en (default: WORK/data-bin)")
-    p.add_argument("--fastdiss", help="FastDiSS checkpoint (default: WORK/scp_mans.seed1/checkpoint_last.pt)")
+    p.add_argument("--fastdiss", help="FastDiSS checkpoint (default: WORK/scp_mans.seed1/checkpoint_last.pt, "
+                   "or with --train-fastdiss WORK/fastdiss/checkpoint_last.pt)")
+    p.add_argument("--train-fastdiss", action="store_true",
+                   help="train the FastDiSS model (SCP+MANS, the ablation's settings) from scratch here, "
+                        "to the peers' budget, instead of reusing the ablation's (the GPU design)")
+    p.add_argument("--t-min", type=float, default=0.5,
+                   help="with --train-fastdiss: the criterion's --t-min (the CPU ablation's 0.5)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="where every model trains and decodes (cuda: recipes/gpu/run_gpu_speed.sh)")
+    p.add_argument("--size", choices=sorted(SIZES), default="small",
+                   help="model size of the peers (and of FastDiSS with --train-fastdiss): small = "
+                        "fastdiss_small's 3+3 layers of 256, iwslt = transformer_iwslt_de_en's 6+6 of 512")
+    p.add_argument("--max-tokens", type=int, default=3072, help="training batch in tokens, every model alike")
     p.add_argument("--train-updates", type=int, default=None,
                    help="updates of AR and CMLM (default: the FastDiSS model's, warm start + variant "
                         "updates from --ablation-report)")
     p.add_argument("--train-minutes", type=float, default=None,
-                   help="train AR and CMLM for this time instead of --train-updates updates")
+                   help="train AR and CMLM for this time instead of --train-updates updates (with "
+                        "both, each training stops at whichever comes first: a cap for a timed machine)")
     p.add_argument("--ablation-report", default=os.path.join(ROOT, "docs", "ablation.json"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     p.add_argument("--batch-size", type=int, default=100)
@@ -163,8 +259,8 @@ def main(argv=None):
                    "--decoding-dtype, fairseq's models with --fp16 made to cast to bfloat16); the "
                    "report is speed_bf16.*")
     p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
-                   help="for every decoding row alike, fairseq's own models included (training "
-                        "of the peers is left at torch's default)")
+                   help="for every training and decoding row alike, fairseq's own models included "
+                        "(on a GPU, high and medium allow TF32 matrix products)")
     args = p.parse_args(argv)
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
@@ -177,10 +273,19 @@ def main(argv=None):
                      f"choose from {[name for name, _, _ in confs]}")
         confs = [c for c in confs if c[0] in args.only or c[0] == "AR beam 5"]
     data = args.data or os.path.join(args.work, "data-bin")
-    fastdiss = args.fastdiss or os.path.join(args.work, "scp_mans.seed1", "checkpoint_last.pt")
-    for path, what in ((data, "data-bin"), (fastdiss, "FastDiSS checkpoint")):
+    fastdiss = args.fastdiss or os.path.join(
+        args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
+    needed = [(data, "data-bin")] + ([] if args.train_fastdiss else [(fastdiss, "FastDiSS checkpoint")])
+    for path, what in needed:
         if not os.path.exists(path):
             sys.exit(f"speed_benchmark: error: no {what} at {path}; run recipes/ablation.py first")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            sys.exit("speed_benchmark: error: --device cuda but torch sees no GPU")
+    if args.train_fastdiss and args.train_minutes is None and args.train_updates is None:
+        sys.exit("speed_benchmark: error: --train-fastdiss needs --train-updates or --train-minutes")
     if args.train_minutes is None and args.train_updates is None:  # as many as the FastDiSS model had
         report = args.ablation_report
         if not os.path.exists(report):
@@ -190,16 +295,22 @@ def main(argv=None):
         if not ablation.get("warm_updates"):
             sys.exit(f"speed_benchmark: error: {report} has a time-budgeted warm start; give --train-updates")
         args.train_updates = ablation["warm_updates"] + ablation["settings"]["variant_updates"]
+    budget, what = [], []
+    if args.train_updates is not None:
+        budget, what = budget + ["--max-update", args.train_updates], what + [f"{args.train_updates} updates"]
     if args.train_minutes is not None:
-        budget, what = ["--stop-time-hours", args.train_minutes / 60], f"{args.train_minutes} minutes"
-    else:
-        budget, what = ["--max-update", args.train_updates], f"{args.train_updates} updates"
+        budget, what = budget + ["--stop-time-hours", args.train_minutes / 60], what + [f"{args.train_minutes} minutes"]
+    what = " or ".join(what)
     os.makedirs(args.out, exist_ok=True)
     refs = read_refs(os.path.join(data, "refs", "test.en"))
     ckpts = {"fastdiss": fastdiss}
+    trainees = {peer: (os.path.join(args.work, f"peer_{peer}"), [*peer_args, *size_args(args.size), *OPTIM,
+                                                                 "--max-tokens", args.max_tokens])
+                for peer, peer_args in PEERS.items()}
+    if args.train_fastdiss:
+        trainees["fastdiss"] = (os.path.dirname(fastdiss), fastdiss_training_args(args))
     training = []
-    for peer, peer_args in PEERS.items():
-        save = os.path.join(args.work, f"peer_{peer}")
+    for peer, (save, model_args) in trainees.items():
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
         # An update budget resumes an interrupted training (fairseq-train continues from
         # checkpoint_last.pt and stops at once if the budget is spent); a time budget would
@@ -211,50 +322,36 @@ def main(argv=None):
         if (args.train_minutes is None and os.path.exists(ckpts[peer])
                 and checkpoint_updates(ckpts[peer]) >= args.train_updates):
             continue
-        log(f"training fairseq {peer} for {what}")
+        log(f"training {peer} for {what}")
         proc = start_fairseq(
-            "train", [data, *peer_args, *SIZE, *OPTIM, "--cpu", "--num-workers", "0", "--seed", "1",
+            "train", [data, *model_args, *device_args(args), "--num-workers", "0", "--seed", "1",
                       *budget, "--disable-validation", "--user-dir", USER_DIR,  # resumes on torch >= 2.6
                       "--no-epoch-checkpoints", "--save-dir", save, "--log-format", "simple",
                       "--log-interval", "50"],
-            out_path=os.path.join(args.work, f"peer_{peer}.log"), threads=args.train_threads or args.threads,
-            mode="a")  # a resumed training adds to its log
+            out_path=training_log(args, peer), threads=args.train_threads or args.threads,
+            mode="a",  # a resumed training adds to its log
+            env_extra={"FASTDISS_MATMUL_PRECISION": args.fp32_matmul_precision})
         training.append(proc)
         if not args.train_side_by_side:
             finish_fairseq("train", proc)
     for proc in training:
         finish_fairseq("train", proc)
-    for peer in PEERS:
+    for peer in ckpts:
         if not os.path.exists(ckpts[peer]):
             sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
     args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS}
     args.fastdiss_updates = checkpoint_updates(fastdiss)
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
+    args.training_tokens_per_s = {model: training_tokens_per_s(training_log(args, model)) for model in trainees}
+    log(f"training target tokens/s: {args.training_tokens_per_s}")
 
     rows = []
     kept = previous_rows(args) if args.only else {}
     order = [name for name, _, _ in configurations(args.quick)]
     updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
-    os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision  # decoding only
+    os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision
     for name, model, extra in confs:
-        # --user-dir for the peers too: on torch >= 2.6 the stock fairseq-generate cannot load
-        # fairseq's own checkpoints (weights_only); the plugin allowlists what they pickle.
-        common = [data, "--path", ckpts[model], "--gen-subset", "test", "--batch-size", args.batch_size,
-                  "--required-batch-size-multiple", "1", "--remove-bpe", "--cpu", "--seed", "1",
-                  "--user-dir", USER_DIR, *extra]
-        # fairseq-generate cannot decode a bfloat16 CMLM (its iterative refinement hands the
-        # scores to numpy, which has no bfloat16): CMLM decodes in float32, and its rows say so.
-        dtype = "float32" if model == "cmlm" else args.decoding_dtype
-        env_extra = None
-        if model == "fastdiss":
-            # the task applies its own setting when set up: the same one
-            common += ["--task", "fastdiss_translation", "--fp32-matmul-precision", args.fp32_matmul_precision,
-                       "--decoding-dtype", dtype]
-        elif dtype == "bfloat16":
-            common += ["--fp16"]
-            env_extra = {"HALF_IS_BFLOAT16": "1"}
-        if model == "cmlm":
-            common += ["--task", "translation_lev"]
+        common, env_extra, dtype = generate_command(args, data, ckpts[model], model, extra)
         gen_path = os.path.join(args.work, f"{report_name(args)}.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
         runs = []
         for r in range(args.repeats + 1):  # run 0 is the warm-up
@@ -262,8 +359,9 @@ def main(argv=None):
             m = _SPEED.findall(stderr)[-1]
             sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
             rss = int(re.findall(r"PEAK_RSS_KB (\d+)", stderr)[-1])
+            gpu = [int(b) for b in re.findall(r"PEAK_CUDA_BYTES (\d+)", stderr)] or [0]
             if r > 0 or args.repeats == 0 or secs > args.single_run_seconds:
-                runs.append((sents / secs, toks / secs, sents / wall, rss))
+                runs.append((sents / secs, toks / secs, sents / wall, rss, gpu[-1]))
             if r == 0 and secs > args.single_run_seconds:
                 break
         with open(gen_path, encoding="utf-8") as f:
@@ -274,11 +372,15 @@ def main(argv=None):
                "tokens_per_s": statistics.median(x[1] for x in runs),
                "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
                "peak_rss_mib": max(x[3] for x in runs) / 1024, "timed_runs": len(runs)}
+        if args.device == "cuda":
+            row["peak_gpu_mib"] = max(x[4] for x in runs) / 2**20
         rows.append(row)
         log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
         by_name = {**kept, **{r["config"]: r for r in rows}}
         write_report([by_name[n] for n in order if n in by_name], args)
+    if args.device != "cpu":  # recipes/profile_generator.py times CPU work
+        return
     log("profiling the generator at 5 steps, length beam 5")
     name = report_name(args)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads))
@@ -299,8 +401,9 @@ def previous_rows(args):
     with open(path) as f:
         report = json.load(f)
     settings = {"decoding_dtype": "float32", **report["settings"]}  # reports from before the option
+    settings.setdefault("device", "cpu")
     if any(settings.get(k) != getattr(args, k)
-           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads")):
+           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads", "device")):
         return {}
     # rows of a report from before rows named their updates, date and dtype get the report's
     updates = {"fastdiss": settings.get("fastdiss_updates"), **settings.get("peer_updates", {})}
@@ -310,7 +413,14 @@ def previous_rows(args):
 
 
 def report_name(args):
-    return ("speed-quick" if args.quick else "speed") + ("_bf16" if args.decoding_dtype == "bfloat16" else "")
+    return (("speed-quick" if args.quick else "speed") + ("_gpu" if args.device == "cuda" else "")
+            + ("_bf16" if args.decoding_dtype == "bfloat16" else ""))
+
+
+def device_name():
+    import torch
+
+    return torch.cuda.get_device_name(0)
 
 
 def write_report(rows, args):
@@ -318,20 +428,33 @@ def write_report(rows, args):
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
     ar5 = next(r for r in rows if r["config"] == "AR beam 5")
-    lines = [f"# Decoding speed and quality on de-en/test ({'QUICK smoke run' if args.quick else 'CPU'}, "
-             f"batch size {args.batch_size}, {args.threads} threads)", "",
-             f"Training updates (batches of {OPTIM[OPTIM.index('--max-tokens') + 1]} tokens): "
-             f"FastDiSS {args.fastdiss_updates}, "
+    gpu = args.device == "cuda"
+    where = "QUICK smoke run" if args.quick else (f"GPU: {device_name()}" if gpu else "CPU")
+    lines = [f"# Decoding speed and quality on de-en/test ({where}, batch size {args.batch_size}, "
+             f"{args.threads} threads)", "",
+             "Model size: {} ({} layers a side of {}, FFN {}, {} heads). ".format(
+                 args.size, *(SIZES[args.size][0][i] for i in (3, 0, 1, 2)))
+             + 
+             f"Training updates (batches of {args.max_tokens} tokens): FastDiSS {args.fastdiss_updates}, "
              + ", ".join(f"{peer.upper()} {n}" for peer, n in args.peer_updates.items())
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
-                if args.decoding_dtype == "bfloat16" else "float32."), "",
-             "| configuration | dtype | updates | measured | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | peak RSS MiB | speed vs AR beam 5 | timed runs |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+                if args.decoding_dtype == "bfloat16" else "float32."), ""]
+    trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
+    if trained:
+        ar = trained.get("ar")
+        lines += ["Training target tokens/s (median of fairseq's wps over the log intervals after the first"
+                  + (", the models trained side by side" if args.train_side_by_side else "") + "): "
+                  + ", ".join(f"{m} {v:.0f}" + (f" ({v / ar:.2f}x AR)" if ar and m != "ar" else "")
+                              for m, v in trained.items()) + ".", ""]
+    memory = "peak GPU MiB | peak RSS MiB" if gpu else "peak RSS MiB"
+    lines += [f"| configuration | dtype | updates | measured | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | {memory} | speed vs AR beam 5 | timed runs |",
+              "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for r in rows:
+        memory = (f"{r['peak_gpu_mib']:.0f} | " if gpu else "") + f"{r['peak_rss_mib']:.0f}"
         lines.append(f"| {r['config']} | {r['decoding_dtype']} | {r['updates']} | "
                      f"{r['measured']} | {r['sacrebleu']:.2f} | {r['sentences_per_s']:.1f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['end_to_end_sentences_per_s']:.1f} | {r['peak_rss_mib']:.0f} | "
+                     f"{r['end_to_end_sentences_per_s']:.1f} | {memory} | "
                      f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -350,7 +473,7 @@ def write_report(rows, args):
         for r in sel:
             ax.annotate(r["config"].replace("FastDiSS ", ""), (r["sentences_per_s"], r["sacrebleu"]), fontsize=6)
     ax.set_xscale("log")
-    ax.set_xlabel("sentences/s (generator, CPU)")
+    ax.set_xlabel(f"sentences/s (generator, {'GPU' if gpu else 'CPU'})")
     ax.set_ylabel("SacreBLEU (de-en/test)")
     ax.legend()
     ax.grid(alpha=0.3)

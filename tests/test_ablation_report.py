@@ -169,29 +169,46 @@ def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monke
     replaced; --from-scratch-updates: no --restore-file, interval checkpoints for the curve."""
     for name in ("MODEL_ARGS", "OPTIM_ARGS", "DEVICE_ARGS"):
         monkeypatch.setattr(ablation, name, list(getattr(ablation, name)))
-    args = ablation.argparse.Namespace(device="cuda", arch="fastdiss_iwslt_de_en", max_tokens=8192, t_min=0.0)
+    args = ablation.argparse.Namespace(device="cuda", arch="fastdiss_iwslt_de_en", max_tokens=8192, t_min=0.0,
+                                       fp32_matmul_precision="high")
     ablation.configure(args)
     commands = []
     monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None: commands.append(cmd) or "")
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 0)
-    ablation.continue_from_warm("data", str(tmp_path), "baseline.seed1", [], 1, None, 2000, interval=1000)
+    ablation.continue_from_warm("data", str(tmp_path), "baseline.seed1", [], 1, None, 2000, interval=1000,
+                                max_minutes=4.5)
     cmd = commands[0]
     assert "--cpu" not in cmd and "--restore-file" not in cmd
     assert cmd[cmd.index("--arch") + 1] == "fastdiss_iwslt_de_en" and cmd[cmd.index("--max-tokens") + 1] == "8192"
     assert cmd[cmd.index("--save-interval-updates") + 1] == "1000" and cmd[cmd.index("--max-update") + 1] == "2000"
+    assert cmd[cmd.index("--stop-time-hours") + 1] == str(4.5 / 60)  # the cap of a timed GPU machine
+    assert cmd[cmd.index("--fp32-matmul-precision") + 1] == "high"  # TF32 on the GPU
+    ablation.decode("data", "ckpt.pt", 5, 1, str(tmp_path / "gen.txt"))
+    assert "--cpu" not in commands[1] and "high" in commands[1]  # decodes alike
 
 
-def test_the_gpu_check_says_what_is_missing(tmp_path):
-    """recipes/gpu/run_gpu_checks.sh without the carried data-bin: one line, exit 2, no work."""
+def test_configure_sets_t_min_rather_than_adding_it(monkeypatch):
+    """speed_benchmark.py and the tests configure more than once in one process."""
+    monkeypatch.setattr(ablation, "MODEL_ARGS", list(ablation.MODEL_ARGS))
+    for t_min in (0.5, 0.25, 0.0, 0.3):
+        ablation.configure(ablation.argparse.Namespace(device="cpu", arch="fastdiss_small", max_tokens=3072,
+                                                       t_min=t_min))
+    assert ablation.MODEL_ARGS.count("--t-min") == 1 and ablation.MODEL_ARGS[-2:] == ["--t-min", "0.3"]
+
+
+@pytest.mark.parametrize("script", ["run_gpu_checks", "run_gpu_speed"])
+def test_the_gpu_check_says_what_is_missing(tmp_path, script):
+    """recipes/gpu/*.sh without the carried data-bin: one line, exit 2, no work."""
     repo = tmp_path / "repo"
     (repo / "recipes" / "gpu").mkdir(parents=True)
-    shutil.copy(os.path.join(ROOT, "recipes", "gpu", "run_gpu_checks.sh"), repo / "recipes" / "gpu")
+    for name in (f"{script}.sh", "gpu_env.sh"):
+        shutil.copy(os.path.join(ROOT, "recipes", "gpu", name), repo / "recipes" / "gpu")
     env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
                OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"))
-    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_checks.sh")], capture_output=True,
+    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / f"{script}.sh")], capture_output=True,
                           text=True, env=env)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("run_gpu_checks: error: runs/ablation/data-bin is missing")
+    assert proc.stderr.strip().splitlines()[-1].startswith(f"{script}: error: runs/ablation/data-bin is missing")
 
 
 def test_a_warm_start_longer_than_asked_is_an_error_not_a_silent_reuse(tmp_path, monkeypatch):

@@ -1,0 +1,84 @@
+"""recipes/speed_benchmark.py (issue 5): the commands it gives fairseq on each device, the training
+throughput it reads from fairseq's logs, and the prepared GPU check (recipes/gpu/run_gpu_speed.sh)
+run end to end on the CPU with tiny models: the same pipeline a lent GPU runs."""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, os.path.join(ROOT, "recipes"))
+import speed_benchmark  # noqa: E402
+
+
+def bench_args(**overrides):
+    args = dict(device="cpu", size="small", max_tokens=3072, t_min=0.5, batch_size=100,
+                decoding_dtype="float32", fp32_matmul_precision="highest")
+    return argparse.Namespace(**{**args, **overrides})
+
+
+@pytest.mark.parametrize("model", ["ar", "cmlm", "fastdiss"])
+def test_on_a_gpu_every_decode_drops_cpu_and_syncs_the_timer(model):
+    on_cpu, env_cpu, _ = speed_benchmark.generate_command(bench_args(), "data", "m.pt", model, ["--beam", "5"])
+    on_gpu, env_gpu, _ = speed_benchmark.generate_command(bench_args(device="cuda"), "data", "m.pt", model,
+                                                          ["--beam", "5"])
+    assert "--cpu" in on_cpu and "--cpu" not in on_gpu
+    assert [a for a in on_cpu if a != "--cpu"] == on_gpu
+    assert "SYNC_CUDA_TIMER" not in env_cpu and env_gpu["SYNC_CUDA_TIMER"] == "1"
+
+
+def test_fastdiss_trains_at_the_peers_size_and_batch(monkeypatch):
+    import ablation
+
+    for name in ("MODEL_ARGS", "OPTIM_ARGS"):  # configure() edits the module's lists
+        monkeypatch.setattr(ablation, name, list(getattr(ablation, name)))
+    cmd = speed_benchmark.fastdiss_training_args(bench_args(device="cuda", size="iwslt", max_tokens=8192, t_min=0.0))
+    assert cmd[cmd.index("--arch") + 1] == "fastdiss_iwslt_de_en"
+    assert cmd[cmd.index("--max-tokens") + 1] == "8192"
+    assert "--scp" in cmd and "--mans" in cmd and "--t-min" not in cmd
+    peer = speed_benchmark.size_args("iwslt")
+    assert peer[peer.index("--decoder-layers") + 1] == 6 and peer[peer.index("--encoder-embed-dim") + 1] == 512
+
+
+def test_training_throughput_is_the_median_wps_after_the_first_interval(tmp_path):
+    log = tmp_path / "train.log"
+    lines = [f"2026-12-04 05:00:0{i} | INFO | train_inner | epoch 001:     {50 * (i + 1)} / 177 loss=9.1, "
+             f"wps={w}, ups=1.2, wpb=4462.7" for i, w in enumerate([100.0, 5000.0, 6000.0, 7000.5])]
+    lines.append("2026-12-04 05:00:09 | INFO | train | epoch 001 | loss 7.9 | wps 1.0 | ups 1.33")
+    log.write_text("\n".join(lines) + "\n")
+    assert speed_benchmark.training_tokens_per_s(str(log)) == 6000.0
+    log.write_text(lines[0] + "\n")
+    assert speed_benchmark.training_tokens_per_s(str(log)) is None
+    assert speed_benchmark.training_tokens_per_s(str(tmp_path / "missing.log")) is None
+
+
+def test_the_gpu_speed_check_runs_end_to_end_on_the_cpu(tiny_data, tmp_path):
+    """run_gpu_speed.sh with DEVICE=cpu: FastDiSS, AR and CMLM trained side by side from scratch,
+    every configuration decoded, the report written with each model's updates."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("recipes", "fastdiss_fairseq", "preprocess"):
+        os.symlink(os.path.join(ROOT, part), repo / part)
+    (repo / "runs" / "ablation").mkdir(parents=True)
+    shutil.copytree(tiny_data, repo / "runs" / "ablation" / "data-bin")
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               OMP_NUM_THREADS="1", OUT=str(out), WORK=str(tmp_path / "work"), DEVICE="cpu", SIZE="small",
+               UPDATES="2", MAX_TOKENS="2048", BATCH="50")
+    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_speed.sh")], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.load(open(out / "speed.json"))
+    assert report["settings"]["fastdiss_updates"] == 2 and report["settings"]["peer_updates"] == {"ar": 2, "cmlm": 2}
+    rows = {r["config"]: r for r in report["rows"]}
+    assert len(rows) == 16 and {"AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)", "FastDiSS 50 st. (L=5)"} <= set(rows)
+    assert all(r["sentences_per_s"] > 0 and r["timed_runs"] == 1 for r in rows.values())
+    assert (out / "speed.md").read_text().count("\n| ") == 17  # header and 16 rows
+    assert (out / "machine.txt").exists() and (out / "speed.png").exists()
+    assert (out / "speed_profile.md").exists()  # on the CPU the generator profile runs too
