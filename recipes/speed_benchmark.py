@@ -430,11 +430,10 @@ def write_report(rows, args):
     ar5 = next(r for r in rows if r["config"] == "AR beam 5")
     gpu = args.device == "cuda"
     where = "QUICK smoke run" if args.quick else (f"GPU: {device_name()}" if gpu else "CPU")
+    (dim, ffn, heads, layers), _ = SIZES[args.size]
     lines = [f"# Decoding speed and quality on de-en/test ({where}, batch size {args.batch_size}, "
              f"{args.threads} threads)", "",
-             "Model size: {} ({} layers a side of {}, FFN {}, {} heads). ".format(
-                 args.size, *(SIZES[args.size][0][i] for i in (3, 0, 1, 2)))
-             + 
+             f"Model size: {args.size} ({layers} layers a side of {dim}, FFN {ffn}, {heads} heads). "
              f"Training updates (batches of {args.max_tokens} tokens): FastDiSS {args.fastdiss_updates}, "
              + ", ".join(f"{peer.upper()} {n}" for peer, n in args.peer_updates.items())
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
