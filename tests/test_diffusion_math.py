@@ -18,6 +18,7 @@ from fastdiss_fairseq.diffusion import (
     q_sample,
     sample,
     sample_time,
+    sentence_confidence_rank,
     step_times,
     token_confidence,
 )
@@ -153,6 +154,18 @@ def test_mans_off_and_zero_strength_are_identity():
     assert torch.allclose(model_aware_time(t, r, 0.0, 0.0), t[:, None].expand(5, 6))
 
 
+def test_mans_sentence_granularity_ranks_sentences_by_mean_confidence():
+    # sentence 0: mean d 1.0 over its 2 real tokens (the padded 9.0 must not count)
+    # sentence 1: mean d 2.0, sentence 2: mean d 3.0
+    d = torch.tensor([[0.5, 1.5, 9.0], [2.0, 2.0, 2.0], [3.0, 3.0, 3.0]])
+    mask = torch.tensor([[True, True, False], [True, True, True], [True, True, True]])
+    for norm in ("rank", "minmax"):
+        r = sentence_confidence_rank(d, mask, norm)
+        assert r.shape == d.shape
+        assert torch.allclose(r, torch.tensor([1.0, 0.5, 0.0])[:, None].expand(3, 3))
+    assert torch.all(sentence_confidence_rank(d[:1], mask[:1]) == 0.5)
+
+
 # ---- one training pass -------------------------------------------------------------------------
 
 class RecordingDenoiser:
@@ -210,6 +223,18 @@ def test_mans_pass_raises_per_token_times_and_scp_stays_above():
     assert torch.all(out.t_theta >= out.t[:, None] - 1e-6)
     assert (out.t_theta - out.t[:, None]).abs().sum() > 0
     assert torch.all(rec.calls[1][0] >= rec.calls[2][0])
+
+
+def test_mans_sentence_granularity_keeps_one_level_per_sentence():
+    cfg = TrainingNoiseConfig(
+        self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8, mans_granularity="sentence"
+    )
+    out, rec = _pass(cfg)
+    assert torch.allclose(out.t_theta, out.t_theta[:, :1].expand(6, 5)), "one level a sentence"
+    assert torch.all(out.t_theta >= out.t[:, None] - 1e-6)
+    assert (out.t_theta - out.t[:, None]).abs().sum() > 0
+    assert torch.allclose(out.t_sc, out.t_sc[:, :1].expand(6, 5))
+    assert torch.all(out.t_sc >= out.t_theta)
 
 
 def test_mans_off_leaves_times_per_sentence():

@@ -16,7 +16,7 @@ from fairseq.logging import metrics
 
 from ..diffusion import TrainingNoiseConfig
 from ..diffusion.rounding import rounding_loss
-from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS
+from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS, MANS_GRANULARITIES
 from ..diffusion.scp import SCP_MODES
 
 
@@ -72,6 +72,13 @@ class FastDiSSLossConfig(FairseqDataclass):
     mans_normalization: ChoiceEnum(CONFIDENCE_NORMALIZATIONS) = field(
         default="rank", metadata={"help": "how confidences map to r_i in [0, 1] within a sentence"}
     )
+    mans_granularity: ChoiceEnum(MANS_GRANULARITIES) = field(
+        default="token",
+        metadata={
+            "help": "'token': a level per token from its rank in the sentence; 'sentence': one "
+            "level per sentence from its mean confidence's rank in the batch (as sampling uses)"
+        },
+    )
 
 
 def check_loss_config(cfg: FastDiSSLossConfig) -> None:
@@ -107,6 +114,7 @@ class FastDiSSLoss(FairseqCriterion):
             mans_strength=cfg.mans_strength,
             mans_measure=cfg.mans_measure,
             mans_normalization=cfg.mans_normalization,
+            mans_granularity=cfg.mans_granularity,
         )
 
     def forward(self, model, sample, reduce=True):

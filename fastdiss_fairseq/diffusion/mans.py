@@ -6,6 +6,11 @@ From a no-grad pass z0_hat = f(z_t, 0, t):
     r_i in [0, 1], 1 = most confident (smallest d_i) within the sentence ("rank" or "minmax")
     t_i = t + lambda (1 - t) r_i, clipped to [t_min, 1]
 
+With granularity "sentence" the same is done one level up: d_b is the mean of d_i over the
+real tokens of sentence b, r_b its confidence within the batch, and every position of the
+sentence gets t_b = t + lambda (1 - t) r_b. Training then keeps one noise level a sentence,
+as the sampler uses, instead of per-token levels it never sees at inference.
+
 Confident tokens get more noise, so their loss keeps a learning signal and the model
 learns to denoise from the high noise levels that few-step sampling starts from.
 """
@@ -14,6 +19,7 @@ import torch
 
 CONFIDENCE_MEASURES = ("distance", "likelihood")
 CONFIDENCE_NORMALIZATIONS = ("rank", "minmax")
+MANS_GRANULARITIES = ("token", "sentence")
 
 
 def token_confidence(
@@ -61,6 +67,21 @@ def confidence_rank(
         r = 1.0 - (d - d_min) / (d_max - d_min).clamp_min(1e-6)
     r = torch.where(n > 1, r, torch.full_like(r, 0.5))
     return r.masked_fill(~mask, 0.0)
+
+
+def sentence_confidence_rank(
+    d: torch.Tensor, mask: torch.Tensor, normalization: str = "rank"
+) -> torch.Tensor:
+    """r_b in [0, 1] within the batch from each sentence's mean d_i, broadcast to (B, n).
+
+    Every position of sentence b, padding included, gets r_b, so the time built from it is
+    one level per sentence. A batch of one sentence gets r = 0.5.
+    """
+    mask_f = mask.float()
+    d_sentence = (d.float() * mask_f).sum(-1) / mask_f.sum(-1).clamp_min(1.0)  # (B,)
+    one_row = torch.ones(1, d_sentence.numel(), dtype=torch.bool, device=d.device)
+    r = confidence_rank(d_sentence[None, :], one_row, normalization)[0]  # (B,)
+    return r[:, None].expand_as(d).contiguous()
 
 
 def model_aware_time(

@@ -3,7 +3,7 @@
 Order in one update (DESIGN.md section 3):
   1. sample t ~ U(t_min, 1) per sentence and eps ~ N(0, I);
   2. MANS (optional): a no-grad pass f(z_t, 0, t) measures per-token confidence and raises
-     the noise of confident tokens, giving per-token t_theta (otherwise t_theta = t);
+     the noise of confident tokens (or sentences), giving t_theta (otherwise t_theta = t);
   3. self-conditioning with probability p: a no-grad pass gives z_sc; with SCP it runs at
      t' > t_theta on a fresh z_{t'}, otherwise at t_theta on the trained z_t;
   4. the trained pass z0_hat = f(z_{t_theta}, z_sc, t_theta).
@@ -15,7 +15,12 @@ from typing import Callable, NamedTuple, Optional
 
 import torch
 
-from .mans import model_aware_time, token_confidence, confidence_rank
+from .mans import (
+    confidence_rank,
+    model_aware_time,
+    sentence_confidence_rank,
+    token_confidence,
+)
 from .noising import q_sample, sample_time
 from .schedules import NoiseSchedule
 from .scp import perturbed_time
@@ -36,6 +41,7 @@ class TrainingNoiseConfig:
     mans_strength: float = 0.25
     mans_measure: str = "distance"
     mans_normalization: str = "rank"
+    mans_granularity: str = "token"
 
 
 class TrainingPassOutput(NamedTuple):
@@ -70,7 +76,10 @@ def diffusion_training_pass(
                 else None
             )
             d = token_confidence(probe, z0, cfg.mans_measure, logits, target)
-            r = confidence_rank(d, mask, cfg.mans_normalization)
+            if cfg.mans_granularity == "sentence":
+                r = sentence_confidence_rank(d, mask, cfg.mans_normalization)
+            else:
+                r = confidence_rank(d, mask, cfg.mans_normalization)
             t_theta = model_aware_time(t, r, cfg.mans_strength, cfg.t_min).to(z0.dtype)
 
     z_t = q_sample(z0, t_theta, schedule, eps)
