@@ -237,6 +237,20 @@ def test_mans_sentence_granularity_keeps_one_level_per_sentence():
     assert torch.all(out.t_sc >= out.t_theta)
 
 
+def test_mans_model_time_sentence_tells_the_denoiser_one_level_a_sentence():
+    cfg = TrainingNoiseConfig(
+        self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8, mans_model_time="sentence"
+    )
+    out, rec = _pass(cfg)
+    assert (out.t_theta - out.t_theta[:, :1]).abs().sum() > 0, "the noise itself stays per token"
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    mask[0, 3:] = False
+    for t_told, levels in ((rec.calls[1][0], out.t_sc), (rec.calls[2][0], out.t_theta)):
+        assert torch.allclose(t_told, t_told[:, :1].expand(6, 5))
+        mean = (levels * mask).sum(-1) / mask.sum(-1)
+        assert torch.allclose(t_told[:, 0], mean)
+
+
 def test_mans_off_leaves_times_per_sentence():
     out, _ = _pass(TrainingNoiseConfig(mans=False))
     assert torch.allclose(out.t_theta, out.t[:, None].expand(6, 5))

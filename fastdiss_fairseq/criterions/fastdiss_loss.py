@@ -79,6 +79,13 @@ class FastDiSSLossConfig(FairseqDataclass):
             "level per sentence from its mean confidence's rank in the batch (as sampling uses)"
         },
     )
+    mans_model_time: ChoiceEnum(MANS_GRANULARITIES) = field(
+        default="token",
+        metadata={
+            "help": "the time the denoiser is given under MANS: each token's own level ('token') "
+            "or its sentence's mean level ('sentence'; per-token levels leak the confidence rank)"
+        },
+    )
 
 
 def check_loss_config(cfg: FastDiSSLossConfig) -> None:
@@ -115,6 +122,7 @@ class FastDiSSLoss(FairseqCriterion):
             mans_measure=cfg.mans_measure,
             mans_normalization=cfg.mans_normalization,
             mans_granularity=cfg.mans_granularity,
+            mans_model_time=cfg.mans_model_time,
         )
 
     def forward(self, model, sample, reduce=True):

@@ -42,6 +42,14 @@ class TrainingNoiseConfig:
     mans_measure: str = "distance"
     mans_normalization: str = "rank"
     mans_granularity: str = "token"
+    mans_model_time: str = "token"
+
+
+def sentence_mean_level(levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of per-token levels (B, n) over each sentence's real tokens, broadcast to (B, n)."""
+    mask_f = mask.to(levels.dtype)
+    mean = (levels * mask_f).sum(-1, keepdim=True) / mask_f.sum(-1, keepdim=True).clamp_min(1.0)
+    return mean.expand_as(levels)
 
 
 class TrainingPassOutput(NamedTuple):
@@ -84,6 +92,14 @@ def diffusion_training_pass(
 
     z_t = q_sample(z0, t_theta, schedule, eps)
 
+    # What the denoiser is told about a pass's noise. With per-token MANS levels, telling it
+    # each token's level also tells it which tokens it denoised best (the level is a function
+    # of that rank), a hint it never gets at inference; "sentence" tells it the mean level.
+    def model_time(levels):
+        if cfg.mans and cfg.mans_model_time == "sentence":
+            return sentence_mean_level(levels, mask)
+        return levels
+
     z_sc, t_sc = zeros, None
     if cfg.self_condition_prob > 0 and torch.rand(()).item() < cfg.self_condition_prob:
         with torch.no_grad():
@@ -93,7 +109,7 @@ def diffusion_training_pass(
                 z_sc_input = q_sample(z0, t_sc, schedule, eps_sc)
             else:
                 t_sc, z_sc_input = t_theta, z_t
-            z_sc = denoise(z_sc_input, zeros, t_sc).detach()
+            z_sc = denoise(z_sc_input, zeros, model_time(t_sc)).detach()
 
-    z0_hat = denoise(z_t, z_sc, t_theta)
+    z0_hat = denoise(z_t, z_sc, model_time(t_theta))
     return TrainingPassOutput(z0_hat, t, t_theta, t_sc)
