@@ -56,7 +56,8 @@ USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
 VARIANTS = {"baseline": [], "scp": ["--scp"], "mans": ["--mans"], "scp_mans": ["--scp", "--mans"]}
 # The defaults sweep (on valid, never test): one SCP or MANS setting changed at a time against
 # SCP+MANS with the criterion's defaults (uniform t' - t ~ U(0, 0.5); distance, rank, strength
-# 0.25, which replaced 0.5 after the sixth session's sweep: "mans_strength_0.5" is the old default).
+# 0.25, which replaced 0.5 after the sixth session's sweep: "mans_strength_0.5" is the old default;
+# one level per sentence, which replaced per-token levels in the nineteenth: "mans_token").
 SWEEP = {
     "scp_delta_0.25": ["--scp", "--mans", "--scp-delta-max", "0.25"],
     "scp_fixed_0.2": ["--scp", "--mans", "--scp-mode", "fixed", "--scp-delta-max", "0.2"],
@@ -65,6 +66,10 @@ SWEEP = {
     # z_{t'} from the same eps as z_t: the deterministic sampler's previous estimate shares
     # the current latent's noise direction, which fresh noise does not imitate.
     "scp_shared_noise": ["--scp", "--mans", "--scp-shared-noise"],
+    # per-token MANS levels, the default before the nineteenth session, and the same with the
+    # denoiser told only its sentence's mean level (per-token levels leak the confidence rank)
+    "mans_token": ["--scp", "--mans", "--mans-granularity", "token"],
+    "mans_token_model_time": ["--scp", "--mans", "--mans-granularity", "token", "--mans-model-time", "sentence"],
 }
 SWEEP_STEPS = (2, 5)
 MODEL_ARGS = [

@@ -215,7 +215,10 @@ def test_scp_estimate_is_made_above_the_trained_level():
 
 
 def test_mans_pass_raises_per_token_times_and_scp_stays_above():
-    out, rec = _pass(TrainingNoiseConfig(self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8))
+    cfg = TrainingNoiseConfig(
+        self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8, mans_granularity="token"
+    )
+    out, rec = _pass(cfg)
     assert len(rec.calls) == 3  # MANS probe, SC estimate, trained pass
     probe_t = rec.calls[0][0]
     assert torch.allclose(probe_t, out.t[:, None].expand_as(probe_t))
@@ -239,7 +242,8 @@ def test_mans_sentence_granularity_keeps_one_level_per_sentence():
 
 def test_mans_model_time_sentence_tells_the_denoiser_one_level_a_sentence():
     cfg = TrainingNoiseConfig(
-        self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8, mans_model_time="sentence"
+        self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8,
+        mans_granularity="token", mans_model_time="sentence",
     )
     out, rec = _pass(cfg)
     assert (out.t_theta - out.t_theta[:, :1]).abs().sum() > 0, "the noise itself stays per token"

@@ -41,7 +41,7 @@ class TrainingNoiseConfig:
     mans_strength: float = 0.25
     mans_measure: str = "distance"
     mans_normalization: str = "rank"
-    mans_granularity: str = "token"
+    mans_granularity: str = "sentence"
     mans_model_time: str = "token"
 
 
