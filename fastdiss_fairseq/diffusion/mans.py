@@ -69,6 +69,12 @@ def confidence_rank(
     return r.masked_fill(~mask, 0.0)
 
 
+def sentence_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The mean of x (B, n) over each sentence's real tokens (mask True), (B,), in x's dtype."""
+    mask_x = mask.to(x.dtype)
+    return (x * mask_x).sum(-1) / mask_x.sum(-1).clamp_min(1.0)
+
+
 def sentence_confidence_rank(
     d: torch.Tensor, mask: torch.Tensor, normalization: str = "rank"
 ) -> torch.Tensor:
@@ -77,8 +83,7 @@ def sentence_confidence_rank(
     Every position of sentence b, padding included, gets r_b, so the time built from it is
     one level per sentence. A batch of one sentence gets r = 0.5.
     """
-    mask_f = mask.float()
-    d_sentence = (d.float() * mask_f).sum(-1) / mask_f.sum(-1).clamp_min(1.0)  # (B,)
+    d_sentence = sentence_mean(d.float(), mask)  # (B,)
     one_row = torch.ones(1, d_sentence.numel(), dtype=torch.bool, device=d.device)
     r = confidence_rank(d_sentence[None, :], one_row, normalization)[0]  # (B,)
     return r[:, None].expand_as(d).contiguous()

@@ -19,6 +19,7 @@ from .mans import (
     confidence_rank,
     model_aware_time,
     sentence_confidence_rank,
+    sentence_mean,
     token_confidence,
 )
 from .noising import q_sample, sample_time
@@ -47,9 +48,7 @@ class TrainingNoiseConfig:
 
 def sentence_mean_level(levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of per-token levels (B, n) over each sentence's real tokens, broadcast to (B, n)."""
-    mask_f = mask.to(levels.dtype)
-    mean = (levels * mask_f).sum(-1, keepdim=True) / mask_f.sum(-1, keepdim=True).clamp_min(1.0)
-    return mean.expand_as(levels)
+    return sentence_mean(levels, mask)[:, None].expand_as(levels)
 
 
 class TrainingPassOutput(NamedTuple):
