@@ -245,6 +245,12 @@ def main(argv=None):
                         "model of the CPU recipes trained next to the other recipe)")
     p.add_argument("--no-train", action="store_true",
                    help="decode the peers' checkpoints as they are (the report gives their updates)")
+    p.add_argument("--train-only", action="store_true",
+                   help="train to the budget and stop before any decode (a GPU lease trains the peers beside "
+                        "the ablation's variants, then decodes them alone with --no-train)")
+    p.add_argument("--fastdiss-log", metavar="LOG",
+                   help="fairseq-train log of the --fastdiss checkpoint, for its training target tokens/s "
+                        "(e.g. the ablation's WORK/scp_mans.seed1.log)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single-run-seconds", type=float, default=45.0,
                    help="a configuration whose warm-up run takes longer is timed once")
@@ -275,7 +281,9 @@ def main(argv=None):
     data = args.data or os.path.join(args.work, "data-bin")
     fastdiss = args.fastdiss or os.path.join(
         args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
-    needed = [(data, "data-bin")] + ([] if args.train_fastdiss else [(fastdiss, "FastDiSS checkpoint")])
+    needed = [(data, "data-bin")] + ([] if args.train_fastdiss or args.train_only
+                                     else [(fastdiss, "FastDiSS checkpoint")])
+    needed += [(args.fastdiss_log, "--fastdiss-log")] if args.fastdiss_log else []
     for path, what in needed:
         if not os.path.exists(path):
             sys.exit(f"speed_benchmark: error: no {what} at {path}; run recipes/ablation.py first")
@@ -336,13 +344,19 @@ def main(argv=None):
             finish_fairseq("train", proc)
     for proc in training:
         finish_fairseq("train", proc)
+    if args.train_only:
+        log("trained; --train-only: no decodes")
+        return
     for peer in ckpts:
         if not os.path.exists(ckpts[peer]):
             sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
     args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS}
     args.fastdiss_updates = checkpoint_updates(fastdiss)
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
-    args.training_tokens_per_s = {model: training_tokens_per_s(training_log(args, model)) for model in trainees}
+    logs = {model: training_log(args, model) for model in trainees}
+    if args.fastdiss_log:
+        logs["fastdiss"] = args.fastdiss_log
+    args.training_tokens_per_s = {model: training_tokens_per_s(path) for model, path in logs.items()}
     log(f"training target tokens/s: {args.training_tokens_per_s}")
 
     rows = []

@@ -1,0 +1,44 @@
+"""recipes/gpu/run_gpu_lease.sh (issues 4 and 5 in one GPU lease) run end to end on the CPU with
+small models on tiny data: the same pipeline a lent GPU runs, and what it brings back."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+
+from conftest import ROOT
+
+
+def test_the_gpu_lease_runs_both_checks_end_to_end_on_the_cpu(tiny_data, tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("recipes", "fastdiss_fairseq", "preprocess"):
+        os.symlink(os.path.join(ROOT, part), repo / part)
+    (repo / "runs" / "ablation").mkdir(parents=True)
+    shutil.copytree(tiny_data, repo / "runs" / "ablation" / "data-bin")
+    out = tmp_path / "out"
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               OMP_NUM_THREADS="1", OUT=str(out), WORK=str(tmp_path / "work"), DEVICE="cpu",
+               ARCH="fastdiss_small", SIZE="small", UPDATES="2", CURVE_EVERY="1", MAX_TOKENS="2048",
+               BATCH="50", STEPS="1 2", JOBS="2")
+    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_lease.sh")], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # What comes back: at most 8 files, the machine, both reports and the packed run.
+    back = sorted(p.name for p in out.iterdir())
+    assert {"machine.txt", "ablation.md", "ablation.tgz", "speed.md", "speed.json", "gpu_lease.tgz"} <= set(back)
+    assert len([n for n in back if not n.startswith("speed_profile")]) <= 8  # the profile is CPU-only
+    ablation = (out / "ablation.md").read_text()
+    assert "| baseline |" in ablation and "| scp_mans |" in ablation and "| scp |" not in ablation
+    speed = json.load(open(out / "speed.json"))
+    assert speed["settings"]["fastdiss_updates"] == 2 and speed["settings"]["peer_updates"] == {"ar": 2, "cmlm": 2}
+    assert len(speed["rows"]) == 16  # the FastDiSS rows decode the ablation's SCP+MANS model
+    with tarfile.open(out / "gpu_lease.tgz") as tar:
+        names = tar.getnames()
+        gen = tar.extractfile("./scp_mans.seed1.gen2.txt").read().decode()
+    assert "./report/ablation.json" in names and "./peer_ar.log" in names
+    assert not any(n.endswith(".pt") for n in names)
+    # the hypotheses only, enough to score a decode the deadline cut off
+    assert gen.count("\nD-") + gen.startswith("D-") == 13 and "\nS-" not in gen
