@@ -211,11 +211,11 @@ def train(data, save_dir, extra, log_path):
                    out_path=log_path)
 
 
-def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
-    """fairseq-generate into out_path (its stderr beside it, .log); sentences/s. A decode that
-    finished in an earlier run of this script (output and log complete) *with the same
-    generation settings* is reused, so a re-run after an interruption or with more
-    configurations only decodes what is missing, and a changed option or generator default
+def decode_job(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
+    """One decode into out_path (its log beside it, .log): the run for generate_many, and whether
+    a decode that finished in an earlier run of this script (output and log complete) *with the
+    same generation settings* is there to be reused, so a re-run after an interruption or with
+    more configurations only decodes what is missing, and a changed option or generator default
     (e.g. clamping) is never mixed with old outputs."""
     args = [data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--path", ckpt,
             "--gen-subset", subset, "--decoding-steps", steps, "--length-beam", length_beam,
@@ -233,14 +233,33 @@ def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
             done = f"Generate {subset} with beam=" in f.read()
     if done:
         with open(log_path, encoding="utf-8") as f:
-            stderr = f.read()
-        done = stderr.startswith(settings + "\n")
-    if not done:
-        stderr = fairseq("generate", *args, out_path=out_path)
-        with open(log_path, "w", encoding="utf-8") as f:
-            f.write(settings + "\n" + stderr)
-    m = re.search(r"\(([\d.]+) sentences/s", stderr)
+            done = f.read().startswith(settings + "\n")
+    return {"args": [str(a) for a in args], "out": out_path, "log": log_path, "header": settings}, done
+
+
+def generate_many(runs):
+    """fairseq-generate for each of decode_job's runs, one after another in one process
+    (recipes/generate_many.py): start-up paid once, not once a decode. Its spec stays beside the
+    first output (what that process decoded)."""
+    spec = runs[0]["out"] + ".spec.json"
+    with open(spec, "w", encoding="utf-8") as f:
+        json.dump(runs, f, indent=1)
+    run([sys.executable, os.path.join(ROOT, "recipes", "generate_many.py"), spec])
+
+
+def sentences_per_s(log_path):
+    """fairseq-generate's own timer figure from a decode's log (None if it has none)."""
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path, encoding="utf-8") as f:
+        m = re.search(r"\(([\d.]+) sentences/s", f.read())
     return float(m.group(1)) if m else None
+
+
+def decode(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
+    """fairseq-generate into out_path (its log beside it, .log), or the finished decode reused
+    (decode_job); sentences/s."""
+    return decode_many([(data, ckpt, steps, length_beam, out_path, subset, extra)])[0]
 
 
 def generator_defaults() -> dict:
@@ -257,10 +276,14 @@ def decode_settings(args) -> str:
 
 
 def decode_many(tasks, jobs=1):
-    """decode(*task) for every task, `jobs` at once; their sentences/s in task order. Decoding is
-    seeded, so decodes side by side give the same outputs: only their speed figures are shared."""
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        return list(pool.map(lambda task: decode(*task), tasks))
+    """decode(*task) for every task: the decodes not already there shared among `jobs` processes
+    at once, each running its share one after another; their sentences/s in task order. Decoding
+    is seeded, so decodes side by side give the same outputs: only their speed figures are shared."""
+    todo = [job for job, done in (decode_job(*task) for task in tasks) if not done]
+    shares = [todo[i::max(1, jobs)] for i in range(min(max(1, jobs), len(todo)))]
+    with ThreadPoolExecutor(max_workers=max(1, len(shares))) as pool:
+        list(pool.map(generate_many, shares))
+    return [sentences_per_s(task[4] + ".log") for task in tasks]
 
 
 def sacrebleu(gen_path, refs):
@@ -302,10 +325,9 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
     return ckpt
 
 
-def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=(), tag="", jobs=1):
-    """The baseline objective's SacreBLEU at `steps` steps for each interval checkpoint of the
-    warm start (from scratch: of the baseline's run): what the issue asks for when the baseline
-    stays below its 10-BLEU bar."""
+def curve_decodes(data, warm, warm_updates, length_beam, steps=50, extra=(), tag=""):
+    """(updates, decode task) for each interval checkpoint of the warm start (from scratch: of the
+    baseline's run) and its last one, in order of updates."""
     points = []
     for name in os.listdir(warm):
         m = re.fullmatch(r"checkpoint_\d+_(\d+)\.pt", name)
@@ -313,14 +335,19 @@ def learning_curve(data, warm, warm_updates, length_beam, refs, steps=50, extra=
             points.append((int(m.group(1)), os.path.join(warm, name)))
     if warm_updates not in {u for u, _ in points}:
         points.append((warm_updates, os.path.join(warm, "checkpoint_last.pt")))
+    return [(updates, (data, ckpt, steps, length_beam, os.path.join(warm, f"curve.{updates}.gen{steps}{tag}.txt"),
+                       "test", extra)) for updates, ckpt in sorted(points)]
+
+
+def learning_curve(points, refs, jobs=1):
+    """The baseline objective's SacreBLEU at each of curve_decodes' points: what the issue asks
+    for when the baseline stays below its 10-BLEU bar."""
+    decode_many([task for _, task in points], jobs)
     curve = []
-    points.sort()
-    gens = [os.path.join(warm, f"curve.{updates}.gen{steps}{tag}.txt") for updates, _ in points]
-    decode_many([(data, ckpt, steps, length_beam, gen, "test", extra) for (_, ckpt), gen in zip(points, gens)], jobs)
-    for (updates, _), gen in zip(points, gens):
-        bleu = sacrebleu(gen, refs)
-        curve.append({"updates": updates, "steps": steps, "sacrebleu": bleu})
-        log(f"  baseline objective at {updates} updates, K={steps}: SacreBLEU {bleu:.2f}")
+    for updates, task in points:
+        bleu = sacrebleu(task[4], refs)
+        curve.append({"updates": updates, "steps": task[2], "sacrebleu": bleu})
+        log(f"  baseline objective at {updates} updates, K={task[2]}: SacreBLEU {bleu:.2f}")
     return curve
 
 
@@ -466,8 +493,8 @@ def main(argv=None):
         variant_max_update = warm_updates + args.variant_updates  # every variant: the same updates
         curve_dir = os.path.dirname(warm_ckpt)
         if args.curve_only:
-            curve = learning_curve(data, curve_dir, warm_updates, args.length_beam, refs,
-                                   extra=decode_extra, tag=tag)
+            curve = learning_curve(curve_decodes(data, curve_dir, warm_updates, args.length_beam,
+                                                 extra=decode_extra, tag=tag), refs, args.jobs)
             with open(os.path.join(args.work, "warm_curve.json"), "w") as f:
                 json.dump({"settings": dict(vars(args)), "train_seconds": warm_seconds, "curve": curve}, f, indent=2)
             log(f"learning curve in {os.path.join(args.work, 'warm_curve.json')}; "
@@ -497,48 +524,52 @@ def main(argv=None):
     # what each run reached (below variant_max_update only where --from-scratch-minutes stopped it)
     updates = {f"{v}.seed{seed}": checkpoint_updates(last_checkpoint(v, seed)) for v, seed in runs}
 
+    # Every decode of the run: the baseline's learning curve, every variant at every K (the
+    # second seeds at 5), the recomputed self-conditioning, the defaults sweep on valid.
+    seed0 = args.seeds[0]
+    curve = curve_decodes(data, curve_dir, warm_updates or updates[f"baseline.seed{seed0}"], args.length_beam,
+                          extra=decode_extra, tag=tag)
+    cells = [(variant, seed, k) for variant, seed in runs for k in (args.steps if seed == seed0 else [5])]
+    table = [(data, last_checkpoint(variant, seed), k, args.length_beam,
+              os.path.join(args.work, f"{variant}.seed{seed}.gen{k}{tag}.txt"), "test", decode_extra)
+             for variant, seed, k in cells]
+    # The analysis upper bound: the self-conditioning estimate recomputed at the current level
+    # (f(z_t, 0, t), 2K passes) instead of reused from the previous step.
+    recompute_cells = [(variant, k) for variant in ("baseline", "scp_mans") for k in args.steps
+                       if k <= args.recompute_max_steps]
+    recompute = [(data, last_checkpoint(variant, seed0), k, args.length_beam,
+                  os.path.join(args.work, f"{variant}.seed{seed0}.recompute.gen{k}{tag}.txt"), "test",
+                  ("--inference-self-conditioning", "recompute", *decode_extra)) for variant, k in recompute_cells]
+    sweep_cells = [(name, run_name, flags, k) for name, (run_name, flags) in sweep.items() for k in SWEEP_STEPS]
+    sweep_decodes = [(data, os.path.join(args.work, run_name, "checkpoint_last.pt"), k, args.length_beam,
+                      os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt"), "valid", decode_extra)
+                     for _, run_name, _, k in sweep_cells]
+    # All at once, shared among --jobs processes (each pays its start-up once), so that the
+    # per-part decode_many calls below find them done and only read their speed figures.
+    decode_many([task for _, task in curve] + table + recompute + sweep_decodes, args.jobs)
+
     results = {"settings": dict(vars(args)), "warm_updates": warm_updates, "updates": updates,
                "train_seconds": {"warm": warm_seconds}, "runs": [],
-               "baseline_curve": learning_curve(
-                   data, curve_dir, warm_updates or updates[f"baseline.seed{args.seeds[0]}"], args.length_beam, refs,
-                   extra=decode_extra, tag=tag, jobs=args.jobs)}
+               "baseline_curve": learning_curve(curve, refs, args.jobs)}
     for variant, seed in runs:
         results["train_seconds"][f"{variant}.seed{seed}"] = training_seconds(
             os.path.join(args.work, f"{variant}.seed{seed}.log"))
-    cells = [(variant, seed, k) for variant, seed in runs for k in (args.steps if seed == args.seeds[0] else [5])]
-    gens = [os.path.join(args.work, f"{variant}.seed{seed}.gen{k}{tag}.txt") for variant, seed, k in cells]
-    speeds = decode_many([(data, last_checkpoint(variant, seed), k, args.length_beam, gen, "test", decode_extra)
-                          for (variant, seed, k), gen in zip(cells, gens)], args.jobs)
-    for (variant, seed, k), gen, sps in zip(cells, gens, speeds):
+    for (variant, seed, k), task, sps in zip(cells, table, decode_many(table, args.jobs)):
         results["runs"].append({"variant": variant, "seed": seed, "steps": k,
-                                "sacrebleu": sacrebleu(gen, refs), "sentences_per_s": sps})
+                                "sacrebleu": sacrebleu(task[4], refs), "sentences_per_s": sps})
         log(f"  {variant} seed {seed} K={k}: SacreBLEU {results['runs'][-1]['sacrebleu']:.2f} ({sps} sent/s)")
-
-    # The analysis upper bound: the self-conditioning estimate recomputed at the current level
-    # (f(z_t, 0, t), 2K passes) instead of reused from the previous step.
     results["recompute"] = []
-    seed0 = args.seeds[0]
-    cells = [(variant, k) for variant in ("baseline", "scp_mans") for k in args.steps if k <= args.recompute_max_steps]
-    gens = [os.path.join(args.work, f"{variant}.seed{seed0}.recompute.gen{k}{tag}.txt") for variant, k in cells]
-    recompute = ("--inference-self-conditioning", "recompute", *decode_extra)
-    speeds = decode_many([(data, last_checkpoint(variant, seed0), k, args.length_beam, gen, "test", recompute)
-                          for (variant, k), gen in zip(cells, gens)], args.jobs)
-    for (variant, k), gen, sps in zip(cells, gens, speeds):
-        results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(gen, refs),
+    for (variant, k), task, sps in zip(recompute_cells, recompute, decode_many(recompute, args.jobs)):
+        results["recompute"].append({"variant": variant, "steps": k, "sacrebleu": sacrebleu(task[4], refs),
                                      "sentences_per_s": sps})
         log(f"  {variant} K={k} recomputed self-conditioning: SacreBLEU {results['recompute'][-1]['sacrebleu']:.2f}")
-
     # Defaults sweep on valid: SCP+MANS with the defaults, and each alternative setting.
     valid_refs = read_refs(os.path.join(data, "refs", "valid.en"))
     results["sweep"] = []
-    cells = [(name, run_name, flags, k) for name, (run_name, flags) in sweep.items() for k in SWEEP_STEPS]
-    decode_many([(data, os.path.join(args.work, run_name, "checkpoint_last.pt"), k, args.length_beam,
-                  os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt"), "valid", decode_extra)
-                 for _, run_name, _, k in cells], args.jobs)
-    for name, run_name, flags, k in cells:
-        gen = os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt")
+    decode_many(sweep_decodes, args.jobs)
+    for (name, run_name, flags, k), task in zip(sweep_cells, sweep_decodes):
         results["sweep"].append({"setting": name, "flags": flags, "steps": k,
-                                 "sacrebleu_valid": sacrebleu(gen, valid_refs)})
+                                 "sacrebleu_valid": sacrebleu(task[4], valid_refs)})
         log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
     results["wall_minutes"] = (time.time() - start) / 60
     write_report(results, args.out, args.quick)

@@ -57,11 +57,19 @@ SIZES = {"small": ((256, 512, 4, 3), "fastdiss_small"),  # the CPU benchmarks' m
          "iwslt": ((512, 1024, 4, 6), "fastdiss_iwslt_de_en")}  # fairseq's transformer_iwslt_de_en
 
 
+# Peers of these sizes put layer normalization before each block, as the FastDiSS models do: in
+# the first GPU lease (twentieth session) the post-norm 6+6-layer transformer at this short
+# warm-up (300 updates to lr 1e-3) collapsed ("The The The ...", SacreBLEU 0.00 after 1,386
+# updates). The CPU tables' 3+3-layer peers are post-norm, fairseq's default, and trained well.
+PRE_NORM_SIZES = {"iwslt"}
+
+
 def size_args(size):
     (dim, ffn, heads, layers), _ = SIZES[size]
     return [arg for side in ("encoder", "decoder") for arg in (
         f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", ffn, f"--{side}-attention-heads", heads,
-        f"--{side}-layers", layers)] + ["--share-all-embeddings"]
+        f"--{side}-layers", layers)] + ["--share-all-embeddings"] + (
+        ["--encoder-normalize-before", "--decoder-normalize-before"] if size in PRE_NORM_SIZES else [])
 
 
 # fairseq's usual settings for these models; the batch (--max-tokens) is the FastDiSS model's.
@@ -117,12 +125,23 @@ def start_fairseq(module, args, out_path=None, threads=None, mode="w", env_extra
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
+    # A training's log is its stdout and stderr together: under the wrapper fairseq is imported (by
+    # the plugin's settings) before fairseq-train sets up its logging to stdout, and importing
+    # fairseq already gives the root logger a stderr handler: its progress lines (wps) go there.
+    # fairseq-generate's stderr is read here (its timer line); its stdout is the hypotheses.
+    merged = module == "train" and out_path is not None
     with open(out_path or os.devnull, mode) as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if merged else subprocess.PIPE,
+                                text=True, env=env)
+    proc.log_path = out_path if merged else None
+    return proc
 
 
 def finish_fairseq(module, proc):
     stderr = proc.communicate()[1]
+    if proc.log_path:
+        with open(proc.log_path, encoding="utf-8", errors="replace") as f:
+            stderr = f.read()
     if proc.returncode != 0:
         sys.exit(f"speed_benchmark: error: fairseq {module} failed:\n{stderr[-2000:]}")
     return stderr

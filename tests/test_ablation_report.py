@@ -82,7 +82,7 @@ def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatc
     def no_second_run(*args, **kwargs):
         raise AssertionError("a finished decode was run again")
 
-    monkeypatch.setattr(ablation, "fairseq", no_second_run)
+    monkeypatch.setattr(ablation, "generate_many", no_second_run)
     assert ablation.decode(tiny_data, ckpt, 2, 1, gen, extra=extra) == first
     # other settings (here the clamping) are never served from the finished decode ...
     with pytest.raises(AssertionError, match="run again"):
@@ -184,7 +184,10 @@ def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monke
     assert cmd[cmd.index("--stop-time-hours") + 1] == str(4.5 / 60)  # the cap of a timed GPU machine
     assert cmd[cmd.index("--fp32-matmul-precision") + 1] == "high"  # TF32 on the GPU
     ablation.decode("data", "ckpt.pt", 5, 1, str(tmp_path / "gen.txt"))
-    assert "--cpu" not in commands[1] and "high" in commands[1]  # decodes alike
+    assert commands[1][1].endswith("generate_many.py")
+    with open(commands[1][2]) as f:
+        decoded = json.load(f)[0]["args"]
+    assert "--cpu" not in decoded and "high" in decoded  # decodes alike
 
 
 def test_configure_sets_t_min_rather_than_adding_it(monkeypatch):

@@ -34,7 +34,11 @@ def test_the_gpu_lease_runs_both_checks_end_to_end_on_the_cpu(tiny_data, tmp_pat
     assert "| baseline |" in ablation and "| scp_mans |" in ablation and "| scp |" not in ablation
     speed = json.load(open(out / "speed.json"))
     assert speed["settings"]["fastdiss_updates"] == 2 and speed["settings"]["peer_updates"] == {"ar": 2, "cmlm": 2}
-    assert len(speed["rows"]) == 16  # the FastDiSS rows decode the ablation's SCP+MANS model
+    # the default rows (SPEED_ONLY) and the reference; the FastDiSS ones decode the ablation's SCP+MANS model
+    assert [r["config"] for r in speed["rows"]] == ["AR beam 5", "AR greedy", "CMLM 10 it.", "FastDiSS 2 st. (L=1)",
+                                                    "FastDiSS 5 st. (L=1)", "FastDiSS 5 st. (L=5)"]
+    # the peers' training logs hold fairseq's progress lines (the first GPU lease's were empty)
+    assert "done training" in (tmp_path / "work" / "peer_ar.log").read_text()
     with tarfile.open(out / "gpu_lease.tgz") as tar:
         names = tar.getnames()
         gen = tar.extractfile("./scp_mans.seed1.gen2.txt").read().decode()

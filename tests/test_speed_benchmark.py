@@ -44,6 +44,9 @@ def test_fastdiss_trains_at_the_peers_size_and_batch(monkeypatch):
     assert "--scp" in cmd and "--mans" in cmd and "--t-min" not in cmd
     peer = speed_benchmark.size_args("iwslt")
     assert peer[peer.index("--decoder-layers") + 1] == 6 and peer[peer.index("--encoder-embed-dim") + 1] == 512
+    # pre-norm at the IWSLT size, as FastDiSS; the CPU tables' small peers stay fairseq's post-norm
+    assert "--encoder-normalize-before" in peer and "--decoder-normalize-before" in peer
+    assert "--decoder-normalize-before" not in speed_benchmark.size_args("small")
 
 
 def test_training_throughput_is_the_median_wps_after_the_first_interval(tmp_path):

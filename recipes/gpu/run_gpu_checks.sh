@@ -11,8 +11,10 @@
 # The report (ablation_gpu.{md,json,png}) and the logs come back under $OUT. Budget knobs
 # (environment): UPDATES (from-scratch updates per variant), TRAIN_MINUTES (their cap), JOBS
 # (trainings, then decodes, at once on the one GPU), MAX_TOKENS, PRECISION, STEPS. Sized (an
-# estimate: it has never run on a GPU) at about 1 minute of set-up, 4 of training and 3 of
-# about 36 decodes, 4 at a time. Without a GPU (DEVICE=cpu and tiny UPDATES) it is the same
+# estimate: it has never run as it is on a GPU) at about 1 minute of set-up, 4 of training and 3
+# of about 36 decodes, 4 processes sharing them (recipes/generate_many.py). The first lease
+# (run_gpu_lease.sh) measured 30-60 s of start-up a decode process and about 5.5 updates/s for
+# each of four IWSLT-sized trainings side by side. Without a GPU (DEVICE=cpu and tiny UPDATES) it is the same
 # pipeline: the test of the install path on Python 3.12.
 set -euo pipefail
 UPDATES="${UPDATES:-2000}"

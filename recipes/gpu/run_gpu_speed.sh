@@ -16,6 +16,9 @@
 # the logs come back under $OUT. Without a GPU (DEVICE=cpu, SIZE=small and tiny UPDATES) it is
 # the same pipeline (tests/test_speed_benchmark.py). Knobs (environment): UPDATES, TRAIN_MINUTES,
 # MAX_TOKENS, SIZE, BATCH, PRECISION, REPEATS.
+# Measured in the first lease (twentieth session, run_gpu_lease.sh): each decode process cost
+# 30-60 s on that machine before its first sentence, so the 16 rows alone take 10-16 minutes:
+# this script does not fit a 15-minute lease as it is; run_gpu_lease.sh measures a subset.
 set -euo pipefail
 UPDATES="${UPDATES:-3000}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-3}"
