@@ -17,7 +17,9 @@ depend on what ran before it in the process (tests/test_generate_many.py).
 import contextlib
 import json
 import logging
+import resource
 import sys
+import time
 
 FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"  # fairseq-generate's own
 
@@ -38,18 +40,31 @@ def main(argv=None):
         root.removeHandler(handler)
     root.setLevel(logging.INFO)
     for run in runs:
-        args = options.parse_args_and_arch(options.get_generation_parser(), input_args=[str(a) for a in run["args"]])
+        # Batches are loaded in this process: a finished run's loader worker is otherwise shut
+        # down by the next run's garbage collection, which waits 5 s for it (torch's status
+        # check interval), longer than a small decode takes. The batches are the same.
+        argv = [str(a) for a in run["args"]] + ([] if "--num-workers" in run["args"] else ["--num-workers", "0"])
+        args = options.parse_args_and_arch(options.get_generation_parser(), input_args=argv)
         with open(run["log"], "w", encoding="utf-8") as log, open(run["out"], "w", encoding="utf-8") as out:
             if run.get("header"):
                 log.write(run["header"] + "\n")
             handler = logging.StreamHandler(log)
             handler.setFormatter(logging.Formatter(FORMAT, datefmt="%Y-%m-%d %H:%M:%S"))
             root.addHandler(handler)
+            start = time.perf_counter()
             try:
                 with contextlib.redirect_stdout(out):
                     generate.main(args)
             finally:
                 root.removeHandler(handler)
+            # for recipes/speed_benchmark.py --one-process-per-model: this run's wall time, the
+            # process's peak resident memory so far, and this run's peak GPU memory
+            log.write(f"RUN_SECONDS {time.perf_counter() - start:.3f}\n"
+                      f"PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}\n")
+            if "torch" in sys.modules and sys.modules["torch"].cuda.is_initialized():
+                torch = sys.modules["torch"]
+                log.write(f"PEAK_CUDA_BYTES {torch.cuda.max_memory_allocated()}\n")
+                torch.cuda.reset_peak_memory_stats()
 
 
 if __name__ == "__main__":

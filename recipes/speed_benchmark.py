@@ -108,7 +108,7 @@ PEAK_RSS_WRAPPER = (
     "if os.environ.get('HALF_IS_BFLOAT16'):\n"
     "    import torch\n"
     "    torch.nn.Module.half = lambda module: module.to(torch.bfloat16)\n"
-    "try:\n    runpy.run_module(sys.argv[0], run_name='__main__')\n"
+    "try:\n    (runpy.run_path if sys.argv[0].endswith('.py') else runpy.run_module)(sys.argv[0], run_name='__main__')\n"
     "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
     "    if os.environ.get('SYNC_CUDA_TIMER'):\n"
     "        print(f'PEAK_CUDA_BYTES {torch.cuda.max_memory_allocated()}', file=sys.stderr)\n"
@@ -124,7 +124,9 @@ def start_fairseq(module, args, out_path=None, threads=None, mode="w", env_extra
     env = dict(os.environ, PYTHONWARNINGS="ignore", **(env_extra or {}))
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, f"fairseq_cli.{module}", *map(str, args)]
+    # module: a fairseq CLI's name, or a script's path (recipes/generate_many.py)
+    target = module if module.endswith(".py") else f"fairseq_cli.{module}"
+    cmd = [sys.executable, "-c", PEAK_RSS_WRAPPER, target, *map(str, args)]
     # A training's log is its stdout and stderr together: under the wrapper fairseq is imported (by
     # the plugin's settings) before fairseq-train sets up its logging to stdout, and importing
     # fairseq already gives the root logger a stderr handler: its progress lines (wps) go there.
@@ -229,6 +231,63 @@ def configurations(quick):
     return confs
 
 
+def row_output(args, name):
+    return os.path.join(args.work, f"{report_name(args)}.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
+
+
+def timed_run(log_text, wall):
+    """(sentences/s, tokens/s, end-to-end sentences/s, peak RSS KiB, peak GPU bytes) of one run
+    from what it logged (fairseq's timer line, the wrapper's or generate_many's peaks)."""
+    m = _SPEED.findall(log_text)[-1]
+    sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
+    rss = int(re.findall(r"PEAK_RSS_KB (\d+)", log_text)[-1])
+    gpu = [int(b) for b in re.findall(r"PEAK_CUDA_BYTES (\d+)", log_text)] or [0]
+    return sents / secs, toks / secs, sents / wall, rss, gpu[-1], secs
+
+
+def measure_in_own_processes(args, data, ckpt, model, extra, gen_path):
+    """One row as the stock CLI runs it: a fairseq-generate process a run (a warm-up, then
+    --repeats timed); its timed runs and decoding dtype."""
+    common, env_extra, dtype = generate_command(args, data, ckpt, model, extra)
+    runs = []
+    for r in range(args.repeats + 1):  # run 0 is the warm-up
+        stderr, wall = fairseq("generate", common, out_path=gen_path, threads=args.threads, env_extra=env_extra)
+        run = timed_run(stderr, wall)
+        if r > 0 or args.repeats == 0 or run[-1] > args.single_run_seconds:
+            runs.append(run[:-1])
+        if r == 0 and run[-1] > args.single_run_seconds:
+            break
+    return runs, dtype
+
+
+def measure_in_one_process(args, data, ckpt, confs):
+    """--one-process-per-model: every run of these rows (one model's) in one process
+    (recipes/generate_many.py), so start-up is paid once, not once a run (30-60 s a process on the
+    lent GPU machine). The figures are the same fairseq timer's; end-to-end sentences/s is then
+    loading and decoding without the process's start, and the peak resident memory is the
+    process's up to that run. {row: (timed runs, dtype)}."""
+    spec, rows = [], {}
+    for name, model, extra in confs:
+        command, env_extra, dtype = generate_command(args, data, ckpt, model, extra)
+        out = row_output(args, name)
+        logs = [f"{out}.run{r}.log" for r in range(args.repeats + 1)]  # run 0 is the warm-up
+        spec += [{"args": [str(a) for a in command], "out": out, "log": path} for path in logs]
+        rows[name] = (logs[1:] or logs, dtype)
+    spec_path = row_output(args, confs[0][0]) + ".spec.json"
+    with open(spec_path, "w", encoding="utf-8") as f:
+        json.dump(spec, f, indent=1)
+    fairseq(os.path.join(ROOT, "recipes", "generate_many.py"), [spec_path], threads=args.threads, env_extra=env_extra)
+    measured = {}
+    for name, (logs, dtype) in rows.items():
+        runs = []
+        for path in logs:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            runs.append(timed_run(text, float(re.findall(r"RUN_SECONDS ([\d.]+)", text)[-1]))[:-1])
+        measured[name] = (runs, dtype)
+    return measured
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"),
@@ -270,6 +329,10 @@ def main(argv=None):
     p.add_argument("--fastdiss-log", metavar="LOG",
                    help="fairseq-train log of the --fastdiss checkpoint, for its training target tokens/s "
                         "(e.g. the ablation's WORK/scp_mans.seed1.log)")
+    p.add_argument("--one-process-per-model", action="store_true",
+                   help="run each model's rows (warm-ups and timed runs) in one process (recipes/generate_many.py) "
+                        "instead of one fairseq-generate process a run: the same timer, start-up paid once (a GPU "
+                        "machine's 30-60 s a process); no --single-run-seconds shortcut")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--single-run-seconds", type=float, default=45.0,
                    help="a configuration whose warm-up run takes longer is timed once")
@@ -383,20 +446,16 @@ def main(argv=None):
     order = [name for name, _, _ in configurations(args.quick)]
     updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
     os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision
+    in_one_process = {}
     for name, model, extra in confs:
-        common, env_extra, dtype = generate_command(args, data, ckpts[model], model, extra)
-        gen_path = os.path.join(args.work, f"{report_name(args)}.{re.sub(r'[^A-Za-z0-9]+', '_', name)}.txt")
-        runs = []
-        for r in range(args.repeats + 1):  # run 0 is the warm-up
-            stderr, wall = fairseq("generate", common, out_path=gen_path, threads=args.threads, env_extra=env_extra)
-            m = _SPEED.findall(stderr)[-1]
-            sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
-            rss = int(re.findall(r"PEAK_RSS_KB (\d+)", stderr)[-1])
-            gpu = [int(b) for b in re.findall(r"PEAK_CUDA_BYTES (\d+)", stderr)] or [0]
-            if r > 0 or args.repeats == 0 or secs > args.single_run_seconds:
-                runs.append((sents / secs, toks / secs, sents / wall, rss, gpu[-1]))
-            if r == 0 and secs > args.single_run_seconds:
-                break
+        gen_path = row_output(args, name)
+        if args.one_process_per_model and name not in in_one_process:  # this model's rows, all at once
+            in_one_process.update(measure_in_one_process(args, data, ckpts[model],
+                                                         [c for c in confs if c[1] == model]))
+        if args.one_process_per_model:
+            runs, dtype = in_one_process[name]
+        else:
+            runs, dtype = measure_in_own_processes(args, data, ckpts[model], model, extra, gen_path)
         with open(gen_path, encoding="utf-8") as f:
             bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
         row = {"config": name, "model": model, "updates": updates[model], "measured": time.strftime("%Y-%m-%d"),

@@ -85,3 +85,24 @@ def test_the_gpu_speed_check_runs_end_to_end_on_the_cpu(tiny_data, tmp_path):
     assert (out / "speed.md").read_text().count("\n| ") == 17  # header and 16 rows
     assert (out / "machine.txt").exists() and (out / "speed.png").exists()
     assert (out / "speed_profile.md").exists()  # on the CPU the generator profile runs too
+
+
+def test_a_row_in_its_own_processes_times_the_runs_after_the_warm_up(monkeypatch, tmp_path):
+    """The CPU table's way (a fairseq-generate process a run): the warm-up is left out, unless it
+    alone already takes longer than --single-run-seconds."""
+    seconds = iter([2.0, 1.0, 1.25, 1.5])
+
+    def fake_fairseq(module, args, out_path=None, threads=None, env_extra=None):
+        secs = next(seconds)
+        return (f"Translated 2,000 sentences (40,000 tokens) in {secs}s (x sentences/s)\n"
+                f"PEAK_RSS_KB 2048\n", secs + 3.0)
+
+    monkeypatch.setattr(speed_benchmark, "fairseq", fake_fairseq)
+    args = bench_args(repeats=3, single_run_seconds=45.0, threads=2)
+    runs, dtype = speed_benchmark.measure_in_own_processes(args, "data", "ckpt.pt", "ar", ["--beam", "5"],
+                                                           str(tmp_path / "gen.txt"))
+    assert dtype == "float32" and [r[0] for r in runs] == [2000 / 1.0, 2000 / 1.25, 2000 / 1.5]
+    assert runs[0][2] == 2000 / 4.0 and runs[0][3] == 2048  # end to end: the process's wall time
+    seconds = iter([60.0])
+    runs, _ = speed_benchmark.measure_in_own_processes(args, "data", "ckpt.pt", "ar", [], str(tmp_path / "gen.txt"))
+    assert [r[0] for r in runs] == [2000 / 60.0]  # a long warm-up is the one timed run

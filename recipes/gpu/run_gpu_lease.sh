@@ -17,8 +17,8 @@
 #      (recipes/generate_many.py: start-up paid once a process) (ablation_gpu.*: table, targets,
 #      recomputed self-conditioning, the baseline's learning curve), stopped ABLATION_BY seconds
 #      after the start;
-#   3. the speed rows SPEED_ONLY, one process at a time on the otherwise idle GPU, FastDiSS being
-#      the ablation's SCP+MANS checkpoint, cheapest first, until DEADLINE seconds after the start
+#   3. the speed rows SPEED_ONLY, one process a model on the otherwise idle GPU (AR, CMLM, then
+#      FastDiSS: the ablation's SCP+MANS checkpoint), until DEADLINE seconds after the start
 #      (speed_gpu.*, rewritten after every row, so a cut-off run keeps the rows it has);
 #   4. $OUT/gpu_lease.tgz: every report, log and decode output (no checkpoint), so that a report
 #      the deadline cut off can still be scored here.
@@ -39,9 +39,10 @@ ARCH="${ARCH:-fastdiss_iwslt_de_en}"
 SIZE="${SIZE:-iwslt}"  # the peers' size: iwslt matches fastdiss_iwslt_de_en, small fastdiss_small
 STEPS="${STEPS:-1 2 5 10 20 50 100}"
 BATCH="${BATCH:-100}"
-# The speed rows measured (AR beam 5, the reference, always): each is a fairseq-generate process,
-# and on the lent machine a process cost 30-60 s before its first sentence (first lease), so
-# the 16 rows of the CPU table do not fit; "all" measures them all, cheapest first.
+# The speed rows measured (AR beam 5, the reference, always), one process a model
+# (--one-process-per-model: on the lent machine a process cost 30-60 s before its first sentence,
+# first lease); "all" measures the 16 rows of the CPU table, whose 20- and 50-step FastDiSS rows
+# may not fit before DEADLINE (a model's rows come back when its process ends).
 SPEED_ONLY="${SPEED_ONLY:-AR greedy|CMLM 10 it.|FastDiSS 5 st. (L=1)|FastDiSS 5 st. (L=5)|FastDiSS 2 st. (L=1)}"
 RESULTS="$(mkdir -p "${OUT:-runs/gpu-out}" && cd "${OUT:-runs/gpu-out}" && pwd)"
 WORK="${WORK:-/tmp/fastdiss-gpu}"
@@ -95,7 +96,7 @@ if [ "$SPEED_ONLY" != all ]; then IFS='|' read -r -a only <<< "$SPEED_ONLY"; onl
 timeout "$(left "$DEADLINE")" python3 recipes/speed_benchmark.py --device "$DEVICE" --size "$SIZE" \
     --max-tokens "$MAX_TOKENS" --train-updates "$UPDATES" --train-minutes "$TRAIN_MINUTES" --train-side-by-side \
     --no-train --fastdiss "$WORK/scp_mans.seed1/checkpoint_last.pt" --fastdiss-log "$WORK/scp_mans.seed1.log" \
-    --fp32-matmul-precision "$PRECISION" --batch-size "$BATCH" --repeats 0 "${only[@]}" --work "$WORK" --out "$RESULTS" \
+    --fp32-matmul-precision "$PRECISION" --batch-size "$BATCH" --repeats 0 --one-process-per-model "${only[@]}" --work "$WORK" --out "$RESULTS" \
     2>&1 | tee "$OUT/speed_gpu.log"
 echo "run_gpu_lease: speed decodes done (exit $?) at ${SECONDS} s"
 

@@ -17,8 +17,8 @@
 # the same pipeline (tests/test_speed_benchmark.py). Knobs (environment): UPDATES, TRAIN_MINUTES,
 # MAX_TOKENS, SIZE, BATCH, PRECISION, REPEATS.
 # Measured in the first lease (twentieth session, run_gpu_lease.sh): each decode process cost
-# 30-60 s on that machine before its first sentence, so the 16 rows alone take 10-16 minutes:
-# this script does not fit a 15-minute lease as it is; run_gpu_lease.sh measures a subset.
+# 30-60 s on that machine before its first sentence, so the rows run one process a model
+# (--one-process-per-model); still an estimate, since that has not run on a GPU yet.
 set -euo pipefail
 UPDATES="${UPDATES:-3000}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-3}"
@@ -32,7 +32,7 @@ source "$(dirname "$0")/gpu_env.sh" run_gpu_speed
 
 PYTHONUNBUFFERED=1 python3 recipes/speed_benchmark.py --device "$DEVICE" --size "$SIZE" --max-tokens "$MAX_TOKENS" \
     --train-fastdiss --train-updates "$UPDATES" --train-minutes "$TRAIN_MINUTES" --train-side-by-side \
-    --fp32-matmul-precision "$PRECISION" --batch-size "$BATCH" --repeats "$REPEATS" --work "$WORK" --out "$OUT" 2>&1 | tee "$OUT/speed_gpu.log"
+    --fp32-matmul-precision "$PRECISION" --batch-size "$BATCH" --repeats "$REPEATS" --one-process-per-model --work "$WORK" --out "$OUT" 2>&1 | tee "$OUT/speed_gpu.log"
 for model in fastdiss peer_ar peer_cmlm; do
     tail -n 3 "$WORK/$model.log" > "$OUT/train_tail.$model.txt" || true
 done
