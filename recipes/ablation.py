@@ -415,8 +415,9 @@ def main(argv=None):
     p.add_argument("--t-min", type=float, default=0.5,
                    help="the criterion's --t-min (training times U(t_min, 1)) for every training of the run")
     p.add_argument("--jobs", type=int, default=1,
-                   help="trainings, and then decodes, run at once (on one GPU, several small models "
-                        "share it well; the decodes' sentences/s are then shared-machine figures)")
+                   help="trainings run at once, then processes sharing the decodes (each runs its share one "
+                        "after another, recipes/generate_many.py); on one GPU several small models share it "
+                        "well; the decodes' sentences/s are then shared-machine figures")
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                    help="the variants to train and decode (baseline and scp_mans, whose comparison the "
                         "targets are, at least): a short GPU lease trains two side by side in the time of four")
