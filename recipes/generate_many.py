@@ -44,7 +44,10 @@ def main(argv=None):
         # down by the next run's garbage collection, which waits 5 s for it (torch's status
         # check interval), longer than a small decode takes. The batches are the same.
         argv = [str(a) for a in run["args"]] + ([] if "--num-workers" in run["args"] else ["--num-workers", "0"])
-        args = options.parse_args_and_arch(options.get_generation_parser(), input_args=argv)
+        parser = options.get_generation_parser()
+        # as fairseq_cli.generate.cli_main does (a default architecture for audio tasks)
+        parser.add_argument("--arch", "-a", metavar="ARCH", default="wav2vec2")
+        args = options.parse_args_and_arch(parser, input_args=argv)
         with open(run["log"], "w", encoding="utf-8") as log, open(run["out"], "w", encoding="utf-8") as out:
             if run.get("header"):
                 log.write(run["header"] + "\n")
