@@ -6,6 +6,7 @@ real fairseq CLIs on real text in well under a minute each.
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 
@@ -39,6 +40,25 @@ def run_cli(module: str, *args, stdin: str = None, check: bool = True, timeout: 
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"fairseq {module} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_gpu_script(name: str, tiny_data, tmp_path, **settings):
+    """recipes/gpu/NAME.sh with DEVICE=cpu, in a copy of what a lease sends (the code, and the
+    ablation's data-bin, here the tiny one); its report under tmp_path/out, its work under
+    tmp_path/work. Fails with the script's output unless it exits 0."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for part in ("recipes", "fastdiss_fairseq", "preprocess"):
+        os.symlink(os.path.join(ROOT, part), repo / part)
+    (repo / "runs" / "ablation").mkdir(parents=True)
+    shutil.copytree(tiny_data, repo / "runs" / "ablation" / "data-bin")
+    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
+               OMP_NUM_THREADS="1", OUT=str(tmp_path / "out"), WORK=str(tmp_path / "work"), DEVICE="cpu",
+               **settings)
+    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / f"{name}.sh")], capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 

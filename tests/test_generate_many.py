@@ -6,9 +6,7 @@ import os
 import subprocess
 import sys
 
-from conftest import ROOT, run_cli
-
-USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
+from conftest import ROOT, USER_DIR, run_cli
 
 
 def gen_args(data, ckpt, steps, *extra):

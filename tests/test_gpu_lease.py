@@ -2,30 +2,15 @@
 small models on tiny data: the same pipeline a lent GPU runs, and what it brings back."""
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 
-from conftest import ROOT
+from conftest import run_gpu_script
 
 
 def test_the_gpu_lease_runs_both_checks_end_to_end_on_the_cpu(tiny_data, tmp_path):
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for part in ("recipes", "fastdiss_fairseq", "preprocess"):
-        os.symlink(os.path.join(ROOT, part), repo / part)
-    (repo / "runs" / "ablation").mkdir(parents=True)
-    shutil.copytree(tiny_data, repo / "runs" / "ablation" / "data-bin")
+    run_gpu_script("run_gpu_lease", tiny_data, tmp_path, ARCH="fastdiss_small", SIZE="small", UPDATES="2",
+                   CURVE_EVERY="1", MAX_TOKENS="2048", BATCH="50", STEPS="1 2", JOBS="2")
     out = tmp_path / "out"
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-               OMP_NUM_THREADS="1", OUT=str(out), WORK=str(tmp_path / "work"), DEVICE="cpu",
-               ARCH="fastdiss_small", SIZE="small", UPDATES="2", CURVE_EVERY="1", MAX_TOKENS="2048",
-               BATCH="50", STEPS="1 2", JOBS="2")
-    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_lease.sh")], capture_output=True,
-                          text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # What comes back: at most 8 files, the machine, both reports and the packed run.
     back = sorted(p.name for p in out.iterdir())
     assert {"machine.txt", "ablation.md", "ablation.tgz", "speed.md", "speed.json", "gpu_lease.tgz"} <= set(back)

@@ -5,13 +5,11 @@ run end to end on the CPU with tiny models: the same pipeline a lent GPU runs.""
 import argparse
 import json
 import os
-import shutil
-import subprocess
 import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_gpu_script
 
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
 import speed_benchmark  # noqa: E402
@@ -64,19 +62,8 @@ def test_training_throughput_is_the_median_wps_after_the_first_interval(tmp_path
 def test_the_gpu_speed_check_runs_end_to_end_on_the_cpu(tiny_data, tmp_path):
     """run_gpu_speed.sh with DEVICE=cpu: FastDiSS, AR and CMLM trained side by side from scratch,
     every configuration decoded, the report written with each model's updates."""
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    for part in ("recipes", "fastdiss_fairseq", "preprocess"):
-        os.symlink(os.path.join(ROOT, part), repo / part)
-    (repo / "runs" / "ablation").mkdir(parents=True)
-    shutil.copytree(tiny_data, repo / "runs" / "ablation" / "data-bin")
+    run_gpu_script("run_gpu_speed", tiny_data, tmp_path, SIZE="small", UPDATES="2", MAX_TOKENS="2048", BATCH="50")
     out = tmp_path / "out"
-    env = dict(os.environ, PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"],
-               OMP_NUM_THREADS="1", OUT=str(out), WORK=str(tmp_path / "work"), DEVICE="cpu", SIZE="small",
-               UPDATES="2", MAX_TOKENS="2048", BATCH="50")
-    proc = subprocess.run(["bash", str(repo / "recipes" / "gpu" / "run_gpu_speed.sh")], capture_output=True,
-                          text=True, env=env, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.load(open(out / "speed.json"))
     assert report["settings"]["fastdiss_updates"] == 2 and report["settings"]["peer_updates"] == {"ar": 2, "cmlm": 2}
     rows = {r["config"]: r for r in report["rows"]}
