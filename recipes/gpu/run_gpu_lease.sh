@@ -80,10 +80,11 @@ OMP_NUM_THREADS=4 timeout "$(left "$ABLATION_BY")" python3 recipes/ablation.py -
     --curve-every "$CURVE_EVERY" --jobs "$JOBS" --seeds 1 --no-sweep --recompute-max-steps 5 --steps $STEPS \
     --work "$WORK" --out "$OUT" > "$OUT/ablation_gpu.log" 2>&1 &
 ablation=$!
-timeout "$(left "$ABLATION_BY")" python3 recipes/speed_benchmark.py --device "$DEVICE" --size "$SIZE" \
-    --max-tokens "$MAX_TOKENS" --train-updates "$UPDATES" --train-minutes "$TRAIN_MINUTES" --train-side-by-side \
-    --train-threads 4 --train-only --fp32-matmul-precision "$PRECISION" --work "$WORK" --out "$OUT" \
-    > "$OUT/speed_train.log" 2>&1
+# the speed benchmark's settings, for its training (now) and its decodes (phase 3) alike
+speed=(python3 recipes/speed_benchmark.py --device "$DEVICE" --size "$SIZE" --max-tokens "$MAX_TOKENS"
+       --train-updates "$UPDATES" --train-minutes "$TRAIN_MINUTES" --train-side-by-side
+       --fp32-matmul-precision "$PRECISION" --work "$WORK")
+timeout "$(left "$ABLATION_BY")" "${speed[@]}" --train-threads 4 --train-only --out "$OUT" > "$OUT/speed_train.log" 2>&1
 echo "run_gpu_lease: peers trained (exit $?) at ${SECONDS} s"
 wait "$ablation"
 echo "run_gpu_lease: ablation done (exit $?) at ${SECONDS} s"
@@ -93,11 +94,9 @@ pack ablation.tgz
 
 only=()
 if [ "$SPEED_ONLY" != all ]; then IFS='|' read -r -a only <<< "$SPEED_ONLY"; only=(--only "${only[@]}"); fi
-timeout "$(left "$DEADLINE")" python3 recipes/speed_benchmark.py --device "$DEVICE" --size "$SIZE" \
-    --max-tokens "$MAX_TOKENS" --train-updates "$UPDATES" --train-minutes "$TRAIN_MINUTES" --train-side-by-side \
-    --no-train --fastdiss "$WORK/scp_mans.seed1/checkpoint_last.pt" --fastdiss-log "$WORK/scp_mans.seed1.log" \
-    --fp32-matmul-precision "$PRECISION" --batch-size "$BATCH" --repeats 0 --one-process-per-model "${only[@]}" --work "$WORK" --out "$RESULTS" \
-    2>&1 | tee "$OUT/speed_gpu.log"
+timeout "$(left "$DEADLINE")" "${speed[@]}" --no-train --fastdiss "$WORK/scp_mans.seed1/checkpoint_last.pt" \
+    --fastdiss-log "$WORK/scp_mans.seed1.log" --batch-size "$BATCH" --repeats 0 --one-process-per-model "${only[@]}" \
+    --out "$RESULTS" 2>&1 | tee "$OUT/speed_gpu.log"
 echo "run_gpu_lease: speed decodes done (exit $?) at ${SECONDS} s"
 
 pack gpu_lease.tgz
