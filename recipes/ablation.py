@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq import resume_check  # noqa: E402
+from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -549,7 +550,8 @@ def main(argv=None):
     # per-part decode_many calls below find them done and only read their speed figures.
     decode_many([task for _, task in curve] + table + recompute + sweep_decodes, args.jobs)
 
-    results = {"settings": dict(vars(args)), "warm_updates": warm_updates, "updates": updates,
+    results = {"settings": dict(vars(args), scp_mans_defaults=scp_mans_defaults()),
+               "warm_updates": warm_updates, "updates": updates,
                "train_seconds": {"warm": warm_seconds}, "runs": [],
                "baseline_curve": learning_curve(curve, refs, args.jobs)}
     for variant, seed in runs:
@@ -575,6 +577,15 @@ def main(argv=None):
     results["wall_minutes"] = (time.time() - start) / 60
     write_report(results, args.out, args.quick)
     log(f"done in {results['wall_minutes']:.1f} minutes; report in {args.out}")
+
+
+def scp_mans_defaults():
+    """What `--scp --mans` meant in this run: the criterion's SCP and MANS defaults (they have
+    changed between runs; docs/measurements.md says when and why)."""
+    cfg = FastDiSSLossConfig()
+    return {name: str(getattr(cfg, name)) for name in (
+        "scp_mode", "scp_delta_max", "mans_strength", "mans_measure", "mans_normalization",
+        "mans_granularity", "mans_model_time")}
 
 
 def target_lines(cell, seed, seeds):
@@ -628,6 +639,9 @@ def write_report(results, out, quick):
         f"a batch; training times U({s.get('t_min', 0.0)}, 1); {s['bpe_merges']} BPE merges; training pairs "
         f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
         f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",
+        *([] if "scp_mans_defaults" not in s else [
+            "", "SCP and MANS with the criterion's defaults: " + ", ".join(
+                f"--{k.replace('_', '-')} {v}" for k, v in s["scp_mans_defaults"].items()) + "."]),
         "",
         "| variant | " + " | ".join(f"K={k}" for k in s["steps"]) + " |",
         "|---|" + "---|" * len(s["steps"]),

@@ -56,6 +56,7 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
         ("scp_mans", 1): {1: 1.0, 2: 1.2, 5: 2.1, 50: 3.2},
         ("baseline", 2): {5: 2.0}, ("scp_mans", 2): {5: 2.1},
     })
+    results["settings"]["scp_mans_defaults"] = ablation.scp_mans_defaults()
     path = tmp_path / "ablation.json"
     path.write_text(json.dumps(results))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--report-from",
@@ -67,6 +68,9 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference) | +0.10 | no |" in report
     assert "| scp_mans, reused | 1.00 | 1.20 |" in report and "| scp_mans, recomputed | 1.50 | 1.70 |" in report
     assert "| defaults | `--scp --mans` |" in report and "| SacreBLEU | 4.00 |" in report
+    # what --scp --mans meant in the run (the criterion's defaults have changed between runs)
+    assert "SCP and MANS with the criterion's defaults: --scp-mode uniform, --scp-delta-max 0.5" in report
+    assert "--mans-granularity sentence" in report
     assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
 
 
