@@ -394,7 +394,7 @@ def main(argv=None):
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     # 4000 at --t-min 0.5: the baseline's 50-step SacreBLEU crosses the bar of 10 there
-    # (3.85 / 6.52 / 9.05 / 10.37 at 1000-4000 updates; docs/ablation.md). At --t-min 0 it took
+    # (3.81 / 6.29 / 8.92 / 10.52 at 1000-4000 updates; docs/ablation.md). At --t-min 0 it took
     # 6000-7000 updates and the benchmark about 3 hours (docs/ablation_tmin0.md).
     p.add_argument("--warm-updates", type=int, default=4000,
                    help="warm-start length in updates (the reproducible budget; 0: use --warm-minutes)")
