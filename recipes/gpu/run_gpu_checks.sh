@@ -20,8 +20,8 @@
 #    size: a training process is limited by its own Python side, not by the GPU, so a batch twice as
 #    large costs little time per update (MAX_TOKENS 16384; two trainings, not four);
 #  - with training times U(0, 1) the baseline reached only 1.83 SacreBLEU at 50 steps after 1,173
-#    updates; the CPU benchmark's U(0.5, 1) learns 1.3-1.5x faster per update (docs/ablation.md)
-#    and is its default, so T_MIN is 0.5 here too (T_MIN=0: the paper's U(0, 1)).
+#    updates; the CPU benchmark's U(0.5, 1) learns 1.3-1.5x faster per update (docs/measurements.md,
+#    "Eleventh session") and is its default, so T_MIN is 0.5 here too (T_MIN=0: the paper's U(0, 1)).
 # Without a GPU (DEVICE=cpu and tiny UPDATES) it is the same pipeline: the test of the install path
 # on Python 3.12.
 set -euo pipefail
