@@ -37,6 +37,7 @@ a slice (for smoke tests; its numbers mean nothing).
 """
 
 import argparse
+import dataclasses
 import gzip
 import json
 import os
@@ -583,9 +584,9 @@ def scp_mans_defaults():
     """What `--scp --mans` meant in this run: the criterion's SCP and MANS defaults (they have
     changed between runs; docs/measurements.md says when and why)."""
     cfg = FastDiSSLossConfig()
-    return {name: str(getattr(cfg, name)) for name in (
-        "scp_mode", "scp_delta_max", "mans_strength", "mans_measure", "mans_normalization",
-        "mans_granularity", "mans_model_time")}
+    # every --scp-* and --mans-* option, so that one added later is recorded too
+    return {f.name: str(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+            if f.name.startswith(("scp_", "mans_"))}
 
 
 def target_lines(cell, seed, seeds):
