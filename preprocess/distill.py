@@ -61,7 +61,9 @@ def translate(lines, args) -> list:
     for path, what in ((args.teacher, "--teacher checkpoint"), (codes, "bpecodes in --teacher-data")):
         if not os.path.isfile(path):
             fail(f"{what} not found: {path}")
-    cmd = ["fairseq-interactive", args.teacher_data, "--path", args.teacher,
+    # fairseq-interactive of this interpreter's fairseq: the script may run from a virtual
+    # environment that is not activated (its bin/ not on PATH)
+    cmd = [sys.executable, "-m", "fairseq_cli.interactive", args.teacher_data, "--path", args.teacher,
            # the plugin's checkpoint allowlist lets torch 2.13 load fairseq's own checkpoints
            "--user-dir", PLUGIN_DIR,
            "--source-lang", args.src, "--target-lang", args.tgt,

@@ -12,7 +12,11 @@ SCRIPT = os.path.join(ROOT, "preprocess", "distill.py")
 
 
 def run_distill(*args):
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    # as `.venv/bin/python preprocess/distill.py` runs it: the environment's bin/ (where
+    # fairseq-interactive lives) not on PATH
+    bin_dir = os.path.dirname(sys.executable)
+    path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep) if d != bin_dir)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore", PATH=path)
     return subprocess.run([sys.executable, SCRIPT, *map(str, args)], capture_output=True, text=True,
                           timeout=300, env=env)
 
