@@ -102,7 +102,8 @@ def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
 
 def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tmp_path):
     """A model trained on U(t_min, 1) stores t_min; the generator's time grid ends there by
-    default (--decoding-t-end overrides it), and checkpoints from before the field load as 0."""
+    default (--decoding-t-end overrides it), and checkpoints from before the field load as 0.
+    The grid's shape is t_k = t_end + (1 - t_end) (1 - k/K)^rho, rho = 0.5 unless told."""
     from fairseq import checkpoint_utils
 
     def load(path, **overrides):
@@ -124,8 +125,10 @@ def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tm
     trained = tmp_path / "tmin" / "checkpoint_last.pt"
     models, task = load(trained, decoding_steps=4)
     assert models[0].trained_t_min.item() == pytest.approx(0.4)
-    assert levels(models, task) == pytest.approx([1.0, 0.85, 0.7, 0.55])
-    assert levels(*load(trained, decoding_steps=4, decoding_t_end=0.0)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert levels(models, task) == pytest.approx([1.0, 0.4 + 0.6 * 0.75 ** 0.5, 0.4 + 0.6 * 0.5 ** 0.5, 0.7])
+    uniform = dict(decoding_steps=4, decoding_time_exponent=1.0)
+    assert levels(*load(trained, **uniform)) == pytest.approx([1.0, 0.85, 0.7, 0.55])
+    assert levels(*load(trained, decoding_t_end=0.0, **uniform)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
     # the tiny model trained on U(0, 1); and the same checkpoint without the field, as written
     # before it existed
@@ -134,7 +137,7 @@ def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tm
     state = torch.load(ckpt, map_location="cpu")
     del state["model"]["trained_t_min"]
     torch.save(state, tmp_path / "old.pt")
-    assert levels(*load(tmp_path / "old.pt", decoding_steps=4)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+    assert levels(*load(tmp_path / "old.pt", **uniform)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
 def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, tiny_model):

@@ -267,6 +267,21 @@ def test_step_times():
     assert torch.allclose(step_times(4, t_end=0.2), torch.tensor([1.0, 0.8, 0.6, 0.4, 0.2]))
 
 
+@pytest.mark.parametrize("exponent", [0.25, 0.5, 2.0])
+def test_step_times_exponent_keeps_the_ends_and_moves_the_steps(exponent):
+    """t_k = t_end + (1 - t_end) (1 - k/K)^rho: same ends as the uniform grid, strictly
+    decreasing; rho < 1 keeps every inner level above the uniform one (more steps at high
+    noise), rho > 1 below it."""
+    uniform, shaped = step_times(5, t_end=0.5), step_times(5, t_end=0.5, exponent=exponent)
+    assert shaped[0] == 1.0 and shaped[-1] == pytest.approx(0.5)
+    assert (shaped[1:] < shaped[:-1]).all()
+    inner = shaped[1:-1] - uniform[1:-1]
+    assert ((inner > 0) if exponent < 1 else (inner < 0)).all()
+    assert shaped[2].item() == pytest.approx(0.5 + 0.5 * 0.6 ** exponent)
+    with pytest.raises(ValueError, match="exponent"):
+        SamplerConfig(time_exponent=0.0).validate()
+
+
 @pytest.mark.parametrize("steps", [1, 2, 5, 50])
 def test_sampler_never_runs_below_its_end_time(steps):
     """A model trained on U(t_min, 1) is never asked to denoise a level it has not seen."""

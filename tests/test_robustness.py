@@ -49,10 +49,14 @@ def test_impossible_generation_option_is_one_line(tiny_data, tiny_model, option,
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
-def test_decoding_end_time_outside_the_unit_interval_is_one_line(tiny_data, tiny_model):
+@pytest.mark.parametrize("option, value, message", [
+    ("--decoding-t-end", "1.5", "--decoding-t-end must lie in [0, 1), got 1.5"),
+    ("--decoding-time-exponent", "0", "--decoding-time-exponent must lie in (0, 10], got 0.0"),
+])
+def test_time_grid_outside_its_range_is_one_line(tiny_data, tiny_model, option, value, message):
     ckpt, _ = tiny_model
-    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--decoding-t-end", "1.5", check=False)
-    assert_one_line_error(proc, "--decoding-t-end must lie in [0, 1), got 1.5")
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, option, value, check=False)
+    assert_one_line_error(proc, message)
 
 
 def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):

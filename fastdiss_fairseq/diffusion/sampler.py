@@ -1,6 +1,7 @@
 """The K-step sampler: DDIM updates with self-conditioning carried from step to step.
 
-Start from z_1 ~ N(0, F^2 I); for k = 0 .. K-1 with t_k = 1 - k (1 - t_end) / K:
+Start from z_1 ~ N(0, F^2 I); for k = 0 .. K-1 with t_k = t_end + (1 - t_end) (1 - k / K)^rho
+(rho = 1: uniform steps; rho > 1 spends more of them near t_end, rho < 1 near t = 1):
     z0_hat_k = f(z_{t_k}, z_sc, t_k),   z_sc = z0_hat_{k-1} (zeros at k = 0)
     eps_hat  = (z_{t_k} - alpha(t_k) z0_hat_k) / sigma(t_k)
     z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_hat
@@ -30,12 +31,15 @@ class SamplerConfig:
     clamping: bool = False
     self_conditioning: str = "reuse"
     t_end: float = 0.0
+    time_exponent: float = 1.0  # rho of the time grid
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"decoding steps must be an integer >= 1, got {self.steps!r}")
         if not 0.0 <= self.t_end < 1.0:
             raise ValueError(f"the sampler's end time t_end must lie in [0, 1), got {self.t_end!r}")
+        if not 0.0 < self.time_exponent <= 10.0:
+            raise ValueError(f"the time grid's exponent rho must lie in (0, 10], got {self.time_exponent!r}")
         if self.self_conditioning not in SELF_CONDITIONING_MODES:
             raise ValueError(
                 f"unknown inference self-conditioning {self.self_conditioning!r}; "
@@ -49,10 +53,12 @@ class SamplerOutput(NamedTuple):
     denoiser_calls: int
 
 
-def step_times(steps: int, t_end: float = 0.0, device=None) -> torch.Tensor:
-    """t_0 = 1 > t_1 > ... > t_K = t_end, uniform: K + 1 values. The K denoiser passes run at
-    t_0 .. t_{K-1}; t_K is only where the (unused) last update would land."""
-    return torch.linspace(1.0, t_end, steps + 1, device=device)
+def step_times(steps: int, t_end: float = 0.0, device=None, exponent: float = 1.0) -> torch.Tensor:
+    """t_0 = 1 > t_1 > ... > t_K = t_end, t_k = t_end + (1 - t_end) (1 - k / K)^rho: K + 1 values.
+    The K denoiser passes run at t_0 .. t_{K-1}; t_K is only where the (unused) last update
+    would land."""
+    remaining = torch.linspace(1.0, 0.0, steps + 1, device=device, dtype=torch.float64) ** exponent
+    return (t_end + (1.0 - t_end) * remaining).float()
 
 
 def ddim_step(z: torch.Tensor, z0_hat: torch.Tensor, t: torch.Tensor, t_next: torch.Tensor,
@@ -90,7 +96,7 @@ def sample(
     if cfg.clamping and clamp_fn is None:
         raise ValueError("clamping needs clamp_fn")
     bsz, n, _ = z_start.shape
-    times = step_times(cfg.steps, cfg.t_end, device=z_start.device).to(z_start.dtype)
+    times = step_times(cfg.steps, cfg.t_end, z_start.device, cfg.time_exponent).to(z_start.dtype)
     z = z_start
     z_sc = torch.zeros_like(z_start)
     calls = 0

@@ -71,8 +71,15 @@ class FastDiSSTranslationConfig(TranslationConfig):
     )
     decoding_t_end: Optional[float] = field(
         default=None,
-        metadata={"help": "lowest noise level of the sampler's time grid, t_k = 1 - k (1 - t_end) / K "
+        metadata={"help": "lowest noise level t_K of the sampler's time grid (see --decoding-time-exponent) "
                   "(default: the --t-min the model was trained with, stored in its checkpoint)"},
+    )
+    decoding_time_exponent: float = field(
+        default=0.5,
+        metadata={"help": "shape rho of the sampler's time grid, t_k = t_end + (1 - t_end) (1 - k/K)^rho: "
+                  "1 spaces the K steps uniformly, > 1 puts more of them at low noise, < 1 at high "
+                  "noise. 0.5 chosen on de-en/valid: +0.02 to +0.21 SacreBLEU at 2 and 5 steps "
+                  "against 1, 50 steps unchanged (docs/measurements.md)"},
     )
     decoding_dtype: ChoiceEnum(DECODING_DTYPES) = field(
         default="float32",
@@ -128,6 +135,7 @@ class FastDiSSTranslationTask(TranslationTask):
             inference_self_conditioning=str(self.cfg.inference_self_conditioning),
             collapse_repeats=self.cfg.collapse_repeats,
             decoding_t_end=self.cfg.decoding_t_end,
+            decoding_time_exponent=self.cfg.decoding_time_exponent,
             decoding_dtype=str(self.cfg.decoding_dtype),
             seed=self.cfg.seed,
         )
