@@ -17,7 +17,7 @@ import torch
 
 from . import clamping as token_search
 from .diffusion import SamplerConfig
-from .diffusion.sampler import sample as run_sampler
+from .diffusion.sampler import SAMPLER_UPDATES, sample as run_sampler
 from .errors import FastDiSSError
 
 RANKINGS = ("model", "mbr")
@@ -35,9 +35,11 @@ class GeneratorConfig:
     inference_self_conditioning: str = "reuse"
     collapse_repeats: bool = False
     decoding_t_end: Optional[float] = None  # None: the model's trained_t_min
-    # rho 0.5, not 1: on de-en/valid +0.02 to +0.21 SacreBLEU at 2 and 5 steps for every
-    # ablation variant but one cell, 50 steps unchanged (docs/measurements.md, 23rd session)
+    # Both chosen on de-en/valid in the twenty-third session (docs/measurements.md): renoise,
+    # not ddim, +1.8 to +2.8 SacreBLEU at 5 and 50 steps; rho 0.5, not 1, +0.02 to +0.21 at 2
+    # and 5 steps under ddim and the best mean (by a little) under renoise.
     decoding_time_exponent: float = 0.5
+    sampler_update: str = "renoise"
     decoding_dtype: str = "float32"  # the task casts the model; the generator takes any dtype
     seed: int = 1
 
@@ -57,6 +59,8 @@ class GeneratorConfig:
             raise FastDiSSError(
                 f"--decoding-dtype must be one of {DECODING_DTYPES}, got {self.decoding_dtype!r}"
             )
+        if self.sampler_update not in SAMPLER_UPDATES:
+            raise FastDiSSError(f"--sampler-update must be one of {SAMPLER_UPDATES}, got {self.sampler_update!r}")
         if self.candidate_ranking not in RANKINGS:
             raise FastDiSSError(
                 f"--candidate-ranking must be one of {RANKINGS}, got {self.candidate_ranking!r}"
@@ -75,6 +79,7 @@ class GeneratorConfig:
             self_conditioning=self.inference_self_conditioning,
             t_end=float(t_end),
             time_exponent=float(self.decoding_time_exponent),
+            update=self.sampler_update,
         )
 
 
@@ -125,16 +130,21 @@ class FastDiSSGenerator:
         self.symbols_to_strip_from_output = {tgt_dict.bos(), tgt_dict.eos()}
         self.denoiser_calls = 0  # counted for tests and profiling
 
-    def _candidate_noise(self, ids: torch.Tensor, lengths: torch.Tensor, dim: int) -> torch.Tensor:
-        """(B*C, n_max, d) standard normal noise; sentence i's comes from seed (seed, id_i)."""
+    def _candidate_noise(self, ids: torch.Tensor, lengths: torch.Tensor, dim: int, draws: int = 1) -> torch.Tensor:
+        """(draws, B*C, n_max, d) standard normal noise; sentence i's comes from seed (seed, id_i),
+        so it does not depend on the batch the sentence is in. Draw 0 is z_1's noise; the
+        renoise update takes one more per step."""
         bsz, cands = lengths.shape
         n_max = int(lengths.max())
-        noise = torch.zeros(bsz, cands, n_max, dim)
+        noise = torch.zeros(draws, bsz, cands, n_max, dim)
         for b in range(bsz):
             g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + int(ids[b]))
             n_b = int(lengths[b].max())
-            noise[b, :, :n_b] = torch.randn(cands, n_b, dim, generator=g)
-        return noise.view(bsz * cands, n_max, dim)
+            # draw 0 first and alone: z_1 is the same whatever the update and the step count
+            noise[0, b, :, :n_b] = torch.randn(cands, n_b, dim, generator=g)
+            if draws > 1:
+                noise[1:, b, :, :n_b] = torch.randn(draws - 1, cands, n_b, dim, generator=g)
+        return noise.view(draws, bsz * cands, n_max, dim)
 
     @torch.no_grad()
     def generate(self, models, sample: Dict, prefix_tokens=None, constraints=None, **unused):
@@ -170,8 +180,10 @@ class FastDiSSGenerator:
         # The latents the sampler updates, the rounding logits and the scores are float32 whatever
         # the network's dtype (--decoding-dtype bfloat16, --fp16): bfloat16 logits, 8 significant
         # bits, would tie near-equal words; the denoiser's input and output are cast at its border.
-        eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim).to(device)
-        z_start = model.schedule.sigma(torch.ones((), device=device)) * eps
+        sampler_cfg = cfg.sampler_config(float(model.trained_t_min))
+        draws = sampler_cfg.steps if sampler_cfg.update == "renoise" else 1
+        eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim, draws).to(device)
+        z_start = model.schedule.sigma(torch.ones((), device=device)) * eps[0]
         network_dtype = encoder_out["encoder_out"][0].dtype
 
         special = model.special_symbol_mask
@@ -189,8 +201,8 @@ class FastDiSSGenerator:
 
         clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
         out = run_sampler(
-            denoise, logits_fn, z_start, model.schedule, cfg.sampler_config(float(model.trained_t_min)),
-            clamp_fn=clamp_fn, final_logits=False,
+            denoise, logits_fn, z_start, model.schedule, sampler_cfg,
+            clamp_fn=clamp_fn, final_logits=False, step_noise=eps[1:],
         )
         # Round only the real positions: padding is a fifth or more of a length-beam batch.
         real_tokens, real_scores = token_search.round_rows(out.z0_hat[mask], logits_fn)

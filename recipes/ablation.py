@@ -74,10 +74,11 @@ SWEEP = {
     "mans_token_model_time": ["--scp", "--mans", "--mans-granularity", "token", "--mans-model-time", "sentence"],
 }
 SWEEP_STEPS = (2, 5)
-# The sampler's time-grid sweep (on valid, decode-only): rho of t_k = t_end + (1 - t_end) (1 - k/K)^rho
-# for the baseline and SCP+MANS; 0.5 is the generator's default since the twenty-third session.
-TIME_GRID_EXPONENTS = (0.35, 0.5, 0.7, 1.0, 2.0)
-TIME_GRID_VARIANTS = ("baseline", "scp_mans")
+# The sampler sweep (on valid, decode-only) for the baseline and SCP+MANS: the update
+# (--sampler-update) and rho of the time grid t_k = t_end + (1 - t_end) (1 - k/K)^rho. The
+# generator's defaults since the twenty-third session: renoise, rho 0.5; before: ddim, rho 1.
+SAMPLER_SETTINGS = (("ddim", 1.0), ("ddim", 0.5), ("renoise", 1.0), ("renoise", 0.5), ("renoise", 0.35))
+SAMPLER_SWEEP_VARIANTS = ("baseline", "scp_mans")
 MODEL_ARGS = [
     "--arch", "fastdiss_small", "--noise-scale", "4", "--pred-length-offset", "--source-copy-input",
     "--encoder-normalize-before", "--decoder-normalize-before",
@@ -438,7 +439,7 @@ def main(argv=None):
     p.add_argument("--recompute-max-steps", type=int, default=5,
                    help="decode baseline and SCP+MANS with recomputed self-conditioning up to this K")
     p.add_argument("--no-sweep", action="store_true",
-                   help="skip the SCP/MANS defaults sweep and the sampler's time-grid sweep on valid")
+                   help="skip the SCP/MANS defaults sweep and the sampler sweep on valid")
     p.add_argument("--no-clamping", action="store_true",
                    help="decode with --no-clamping (the generator's default before the fourth session); "
                         "report ablation_no_clamping.* beside the default one")
@@ -552,12 +553,13 @@ def main(argv=None):
     sweep_decodes = [(data, os.path.join(args.work, run_name, "checkpoint_last.pt"), k, args.length_beam,
                       os.path.join(args.work, f"{run_name}.valid.gen{k}{tag}.txt"), "valid", decode_extra)
                      for _, run_name, _, k in sweep_cells]
-    # The sampler's time grid, decode-only: the trained baseline and SCP+MANS, each rho.
-    grid_cells = [] if args.no_sweep else [
-        (variant, rho, k) for variant in TIME_GRID_VARIANTS for rho in TIME_GRID_EXPONENTS for k in SWEEP_STEPS]
+    # The sampler sweep, decode-only: the trained baseline and SCP+MANS, each update and grid.
+    grid_cells = [] if args.no_sweep else [(variant, update, rho, k) for variant in SAMPLER_SWEEP_VARIANTS
+                                           for update, rho in SAMPLER_SETTINGS for k in SWEEP_STEPS]
     grid_decodes = [(data, last_checkpoint(variant, seed0), k, args.length_beam,
-                     os.path.join(args.work, f"{variant}.seed{seed0}.valid.gen{k}.rho{rho:g}{tag}.txt"), "valid",
-                     ("--decoding-time-exponent", f"{rho:g}", *decode_extra)) for variant, rho, k in grid_cells]
+                     os.path.join(args.work, f"{variant}.seed{seed0}.valid.gen{k}.{update}.rho{rho:g}{tag}.txt"),
+                     "valid", ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}", *decode_extra))
+                    for variant, update, rho, k in grid_cells]
     # All at once, shared among --jobs processes (each pays its start-up once), so that the
     # per-part decode_many calls below find them done and only read their speed figures.
     decode_many([task for _, task in curve] + table + recompute + sweep_decodes + grid_decodes, args.jobs)
@@ -586,11 +588,12 @@ def main(argv=None):
         results["sweep"].append({"setting": name, "flags": flags, "steps": k,
                                  "sacrebleu_valid": sacrebleu(task[4], valid_refs)})
         log(f"  sweep {name} K={k}: valid SacreBLEU {results['sweep'][-1]['sacrebleu_valid']:.2f}")
-    results["time_grid"] = []
-    for (variant, rho, k), task in zip(grid_cells, grid_decodes):
-        results["time_grid"].append({"variant": variant, "exponent": rho, "steps": k,
-                                     "sacrebleu_valid": sacrebleu(task[4], valid_refs)})
-        log(f"  time grid {variant} rho={rho:g} K={k}: valid SacreBLEU {results['time_grid'][-1]['sacrebleu_valid']:.2f}")
+    results["sampler_sweep"] = []
+    for (variant, update, rho, k), task in zip(grid_cells, grid_decodes):
+        results["sampler_sweep"].append({"variant": variant, "update": update, "exponent": rho, "steps": k,
+                                         "sacrebleu_valid": sacrebleu(task[4], valid_refs)})
+        log(f"  sampler {variant} {update} rho={rho:g} K={k}: valid SacreBLEU "
+            f"{results['sampler_sweep'][-1]['sacrebleu_valid']:.2f}")
     results["wall_minutes"] = (time.time() - start) / 60
     write_report(results, args.out, args.quick)
     log(f"done in {results['wall_minutes']:.1f} minutes; report in {args.out}")
@@ -693,18 +696,21 @@ def write_report(results, out, quick):
         for (setting, flags), by_k in sweep.items():
             flags = flags or "(none)"
             lines.append(f"| {setting} | `{flags}` | " + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
-    if results.get("time_grid"):
-        default = generator_defaults()["decoding_time_exponent"]
-        lines += ["", "The sampler's time grid t_k = t_end + (1 - t_end) (1 - k/K)^rho on de-en/valid (never test), "
-                  f"decode-only, the variants above (seed {seed0}); the table above used the default rho = {default:g}:",
-                  "", "| variant | rho | " + " | ".join(f"valid K={k}" for k in SWEEP_STEPS) + " |",
-                  "|---|---|" + "---|" * len(SWEEP_STEPS)]
+    if results.get("sampler_sweep"):
+        defaults = generator_defaults()
+        default = (defaults["sampler_update"], defaults["decoding_time_exponent"])
+        lines += ["", "The sampler on de-en/valid (never test), decode-only, the variants above (seed "
+                  f"{seed0}): `--sampler-update` and rho of the time grid t_k = t_end + (1 - t_end) (1 - k/K)^rho; "
+                  f"the table above used the defaults, {default[0]} and rho = {default[1]:g}:",
+                  "", "| variant | update | rho | " + " | ".join(f"valid K={k}" for k in SWEEP_STEPS) + " |",
+                  "|---|---|---|" + "---|" * len(SWEEP_STEPS)]
         grid = {}
-        for r in results["time_grid"]:
-            grid.setdefault((r["variant"], r["exponent"]), {})[r["steps"]] = r["sacrebleu_valid"]
-        for (variant, rho), by_k in grid.items():
-            mark = " (default)" if rho == default else ""
-            lines.append(f"| {variant} | {rho:g}{mark} | " + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
+        for r in results["sampler_sweep"]:
+            grid.setdefault((r["variant"], r["update"], r["exponent"]), {})[r["steps"]] = r["sacrebleu_valid"]
+        for (variant, update, rho), by_k in grid.items():
+            mark = " (default)" if (update, rho) == default else ""
+            lines.append(f"| {variant} | {update} | {rho:g}{mark} | "
+                         + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
     lines += ["", "Baseline objective's learning curve ("
               + ("the baseline's interval checkpoints" if s.get("from_scratch_updates") else "warm-start checkpoints")
               + ", 50 steps):", "",

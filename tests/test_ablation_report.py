@@ -28,10 +28,11 @@ def finished_run(scores):
              for k in ablation.SWEEP_STEPS]
     recompute = [{"variant": v, "steps": k, "sacrebleu": by_k[k] + 0.5, "sentences_per_s": 0.5}
                  for (v, seed), by_k in scores.items() if seed == 1 for k in (1, 2)]
-    time_grid = [{"variant": v, "exponent": rho, "steps": k, "sacrebleu_valid": 2.0 + rho}
-                 for v in ablation.TIME_GRID_VARIANTS for rho in (0.5, 1.0) for k in ablation.SWEEP_STEPS]
+    sampler_sweep = [{"variant": v, "update": u, "exponent": rho, "steps": k, "sacrebleu_valid": 2.0 + rho}
+                     for v in ablation.SAMPLER_SWEEP_VARIANTS for u, rho in ablation.SAMPLER_SETTINGS
+                     for k in ablation.SWEEP_STEPS]
     return {"settings": settings, "warm_updates": 3000, "runs": runs, "sweep": sweep, "recompute": recompute,
-            "time_grid": time_grid, "baseline_curve": [{"updates": 1000, "steps": 50, "sacrebleu": 4.0}]}
+            "sampler_sweep": sampler_sweep, "baseline_curve": [{"updates": 1000, "steps": 50, "sacrebleu": 4.0}]}
 
 
 def target_table(lines):
@@ -70,7 +71,8 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference) | +0.10 | no |" in report
     assert "| scp_mans, reused | 1.00 | 1.20 |" in report and "| scp_mans, recomputed | 1.50 | 1.70 |" in report
     assert "| defaults | `--scp --mans` |" in report and "| SacreBLEU | 4.00 |" in report
-    assert "| scp_mans | 0.5 (default) | 2.50 | 2.50 |" in report and "| baseline | 1 | 3.00 | 3.00 |" in report
+    assert "| scp_mans | renoise | 0.5 (default) | 2.50 | 2.50 |" in report
+    assert "| baseline | ddim | 1 | 3.00 | 3.00 |" in report
     # what --scp --mans meant in the run (the criterion's defaults have changed between runs)
     assert "SCP and MANS with the criterion's defaults: --scp-mode uniform, --scp-delta-max 0.5" in report
     assert "--mans-granularity sentence" in report

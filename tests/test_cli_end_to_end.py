@@ -60,6 +60,18 @@ def test_generate_is_deterministic_for_a_seed(tiny_data, tiny_model):
         "generate", *args, "--batch-size", "3", ).stdout)
 
 
+def test_the_sampler_updates_share_the_start_noise(tiny_data, tiny_model):
+    """z_1 is draw 0 of a sentence's seeded noise for both updates, so one step (no update yet)
+    gives the same output either way; the renoise update draws its own noise after it."""
+    ckpt, _ = tiny_model
+    outputs = {}
+    for update in ("ddim", "renoise"):
+        models, task, batch = load_with_test_batch(tiny_data, ckpt, 4, decoding_steps=1, sampler_update=update)
+        models[0].eval()  # as fairseq-generate does: no dropout
+        outputs[update] = [h[0]["tokens"].tolist() for h in task.build_generator(models, None).generate(models, batch)]
+    assert outputs["ddim"] == outputs["renoise"]
+
+
 def test_interactive_translates_raw_stdin(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     out = run_cli(

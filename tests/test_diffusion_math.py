@@ -354,6 +354,29 @@ def test_ddim_recovers_z0_from_a_perfect_denoiser():
         assert torch.allclose(z_t, q_sample(z0, torch.full((2,), tk), s, eps), atol=1e-5)
 
 
+def test_renoise_puts_each_step_on_the_forward_process_of_the_estimate_with_fresh_noise():
+    """z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_k: with f = z_0 exactly, the
+    latent at step k + 1 is q_sample(z_0, t_{k+1}) with the k-th draw, not z_1's noise."""
+    s = build_schedule("sqrt", noise_scale=2.0)
+    z0 = torch.randn(2, 3, 4)
+    z1 = q_sample(z0, torch.ones(2), s, torch.randn_like(z0))
+    step_noise = torch.randn(3, 2, 3, 4)
+    seen = []
+
+    def den(z_t, z_sc, t):
+        seen.append((z_t, t[0, 0].item()))
+        return z0
+
+    sample(den, lambda z: z, z1, s, SamplerConfig(steps=4, update="renoise"), step_noise=step_noise)
+    assert torch.equal(seen[0][0], z1)
+    for k, (z_t, tk) in enumerate(seen[1:]):
+        assert torch.allclose(z_t, q_sample(z0, torch.full((2,), tk), s, step_noise[k]), atol=1e-5)
+    with pytest.raises(ValueError, match="renoise update needs step_noise with 3 draws"):
+        sample(den, lambda z: z, z1, s, SamplerConfig(steps=4, update="renoise"), step_noise=step_noise[:2])
+    with pytest.raises(ValueError, match="unknown sampler update 'ancestral'"):
+        SamplerConfig(update="ancestral").validate()
+
+
 def test_uniform_copy_maps_target_positions_onto_real_source_tokens():
     from fastdiss_fairseq.models.denoiser import uniform_copy
 

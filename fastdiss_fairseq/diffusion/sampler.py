@@ -4,7 +4,9 @@ Start from z_1 ~ N(0, F^2 I); for k = 0 .. K-1 with t_k = t_end + (1 - t_end) (1
 (rho = 1: uniform steps; rho > 1 spends more of them near t_end, rho < 1 near t = 1):
     z0_hat_k = f(z_{t_k}, z_sc, t_k),   z_sc = z0_hat_{k-1} (zeros at k = 0)
     eps_hat  = (z_{t_k} - alpha(t_k) z0_hat_k) / sigma(t_k)
-    z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_hat
+    z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_hat      ("ddim")
+or, re-noising the estimate with fresh noise eps_k ~ N(0, F^2 I) instead of the implied eps_hat,
+    z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_k          ("renoise")
 and output the logits of the last z0_hat. t_end is the lowest noise level of the time grid:
 0 for a model trained on U(0, 1), its training t_min for one trained on U(t_min, 1), so that
 no pass runs at a level the model has never seen. With clamping (Diffusion-LM's trick), the z0_hat
@@ -23,6 +25,7 @@ import torch
 from .schedules import NoiseSchedule
 
 SELF_CONDITIONING_MODES = ("reuse", "recompute", "none")
+SAMPLER_UPDATES = ("ddim", "renoise")
 
 
 @dataclass
@@ -32,6 +35,7 @@ class SamplerConfig:
     self_conditioning: str = "reuse"
     t_end: float = 0.0
     time_exponent: float = 1.0  # rho of the time grid
+    update: str = "ddim"  # how z_{t_{k+1}} is made from z0_hat_k: SAMPLER_UPDATES
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or self.steps < 1:
@@ -45,6 +49,8 @@ class SamplerConfig:
                 f"unknown inference self-conditioning {self.self_conditioning!r}; "
                 f"choose one of {SELF_CONDITIONING_MODES}"
             )
+        if self.update not in SAMPLER_UPDATES:
+            raise ValueError(f"unknown sampler update {self.update!r}; choose one of {SAMPLER_UPDATES}")
 
 
 class SamplerOutput(NamedTuple):
@@ -76,6 +82,15 @@ def ddim_step(z: torch.Tensor, z0_hat: torch.Tensor, t: torch.Tensor, t_next: to
     return z0_hat.mul(a_next - ratio * a_t).add_(z, alpha=ratio)
 
 
+def renoise_step(z0_hat: torch.Tensor, t_next: torch.Tensor, noise: torch.Tensor,
+                 schedule: NoiseSchedule) -> torch.Tensor:
+    """z_{t_next} = alpha(t_next) z0_hat + sigma(t_next) eps, eps fresh standard normal noise.
+
+    Unlike DDIM, the new latent keeps nothing of z_t but what z0_hat took from it: the noise
+    direction of z_1, and the errors it carried into each estimate, are not handed on."""
+    return z0_hat.mul(float(schedule.alpha(t_next))).add_(noise, alpha=float(schedule.sigma(t_next)))
+
+
 def sample(
     denoise: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
@@ -84,6 +99,7 @@ def sample(
     cfg: SamplerConfig,
     clamp_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     final_logits: bool = True,
+    step_noise: Optional[torch.Tensor] = None,
 ) -> SamplerOutput:
     """Runs the K-step sampler from z_start = z_1 (already scaled noise), (B, n, d).
 
@@ -91,10 +107,13 @@ def sample(
     argmax of its rounding logits); needed when clamping.
     final_logits=False leaves the last rounding to the caller (the generator rounds only the
     real, unpadded positions).
+    step_noise: (K - 1, B, n, d) standard normal noise, one draw per update; needed by "renoise".
     """
     cfg.validate()
     if cfg.clamping and clamp_fn is None:
         raise ValueError("clamping needs clamp_fn")
+    if cfg.update == "renoise" and (step_noise is None or step_noise.size(0) < cfg.steps - 1):
+        raise ValueError(f"the renoise update needs step_noise with {cfg.steps - 1} draws")
     bsz, n, _ = z_start.shape
     times = step_times(cfg.steps, cfg.t_end, z_start.device, cfg.time_exponent).to(z_start.dtype)
     z = z_start
@@ -117,6 +136,9 @@ def sample(
         z0_update = z0_hat
         if cfg.clamping:
             z0_update = clamp_fn(z0_hat)
-        z = ddim_step(z, z0_update, times[k], times[k + 1], schedule)
+        if cfg.update == "renoise":
+            z = renoise_step(z0_update, times[k + 1], step_noise[k], schedule)
+        else:
+            z = ddim_step(z, z0_update, times[k], times[k + 1], schedule)
     logits = logits_fn(z0_hat) if final_logits else None
     return SamplerOutput(logits, z0_hat, calls)

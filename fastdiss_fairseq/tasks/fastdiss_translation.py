@@ -19,7 +19,7 @@ import torch
 
 from .. import safeguards
 from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
-from ..diffusion.sampler import SELF_CONDITIONING_MODES
+from ..diffusion.sampler import SAMPLER_UPDATES, SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
 from ..generator import DECODING_DTYPES, RANKINGS, FastDiSSGenerator, GeneratorConfig
 
@@ -78,8 +78,16 @@ class FastDiSSTranslationConfig(TranslationConfig):
         default=0.5,
         metadata={"help": "shape rho of the sampler's time grid, t_k = t_end + (1 - t_end) (1 - k/K)^rho: "
                   "1 spaces the K steps uniformly, > 1 puts more of them at low noise, < 1 at high "
-                  "noise. 0.5 chosen on de-en/valid: +0.02 to +0.21 SacreBLEU at 2 and 5 steps "
-                  "against 1, 50 steps unchanged (docs/measurements.md)"},
+                  "noise. 0.5 chosen on de-en/valid (docs/measurements.md): +0.02 to +0.21 SacreBLEU "
+                  "over 1 at 2 and 5 steps with the ddim update, within 0.2 of every rho tried with renoise"},
+    )
+    sampler_update: ChoiceEnum(SAMPLER_UPDATES) = field(
+        default="renoise",
+        metadata={"help": "how each step makes the next latent from the estimate z0_hat: 'ddim' "
+                  "(deterministic, z_next = alpha z0_hat + sigma eps_hat with eps_hat implied by "
+                  "z_t) or 'renoise' (z_next = alpha z0_hat + sigma eps with fresh noise, seeded per "
+                  "sentence). renoise chosen on de-en/valid: +1.8 to +2.8 SacreBLEU over ddim at 5 "
+                  "and 50 steps (docs/measurements.md)"},
     )
     decoding_dtype: ChoiceEnum(DECODING_DTYPES) = field(
         default="float32",
@@ -136,6 +144,7 @@ class FastDiSSTranslationTask(TranslationTask):
             collapse_repeats=self.cfg.collapse_repeats,
             decoding_t_end=self.cfg.decoding_t_end,
             decoding_time_exponent=self.cfg.decoding_time_exponent,
+            sampler_update=str(self.cfg.sampler_update),
             decoding_dtype=str(self.cfg.decoding_dtype),
             seed=self.cfg.seed,
         )
