@@ -133,7 +133,9 @@ class FastDiSSGenerator:
     def _candidate_noise(self, ids: torch.Tensor, lengths: torch.Tensor, dim: int, draws: int = 1) -> torch.Tensor:
         """(draws, B*C, n_max, d) standard normal noise; sentence i's comes from seed (seed, id_i),
         so it does not depend on the batch the sentence is in. Draw 0 is z_1's noise; the
-        renoise update takes one more per step."""
+        renoise update takes one more per step. All draws are made up front: K times the
+        batch's latents in memory (the ablation's 100-step decodes, 12,000-token batches: peak
+        RSS 2.5 GB against 0.9 GB with ddim; drawing per step would save it)."""
         bsz, cands = lengths.shape
         n_max = int(lengths.max())
         noise = torch.zeros(draws, bsz, cands, n_max, dim)

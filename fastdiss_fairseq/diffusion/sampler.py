@@ -1,12 +1,13 @@
-"""The K-step sampler: DDIM updates with self-conditioning carried from step to step.
+"""The K-step sampler: DDIM or re-noising updates, self-conditioning carried from step to step.
 
 Start from z_1 ~ N(0, F^2 I); for k = 0 .. K-1 with t_k = t_end + (1 - t_end) (1 - k / K)^rho
 (rho = 1: uniform steps; rho > 1 spends more of them near t_end, rho < 1 near t = 1):
     z0_hat_k = f(z_{t_k}, z_sc, t_k),   z_sc = z0_hat_{k-1} (zeros at k = 0)
     eps_hat  = (z_{t_k} - alpha(t_k) z0_hat_k) / sigma(t_k)
     z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_hat      ("ddim")
-or, re-noising the estimate with fresh noise eps_k ~ N(0, F^2 I) instead of the implied eps_hat,
+or, re-noising the estimate with fresh noise eps_k ~ N(0, I) instead of the implied eps_hat,
     z_{t_{k+1}} = alpha(t_{k+1}) z0_hat_k + sigma(t_{k+1}) eps_k          ("renoise")
+(sigma carries the noise scale F, schedules.py)
 and output the logits of the last z0_hat. t_end is the lowest noise level of the time grid:
 0 for a model trained on U(0, 1), its training t_min for one trained on U(t_min, 1), so that
 no pass runs at a level the model has never seen. With clamping (Diffusion-LM's trick), the z0_hat
