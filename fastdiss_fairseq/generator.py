@@ -183,8 +183,8 @@ class FastDiSSGenerator:
         # the network's dtype (--decoding-dtype bfloat16, --fp16): bfloat16 logits, 8 significant
         # bits, would tie near-equal words; the denoiser's input and output are cast at its border.
         sampler_cfg = cfg.sampler_config(float(model.trained_t_min))
-        draws = sampler_cfg.steps if sampler_cfg.update == "renoise" else 1
-        eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim, draws).to(device)
+        eps = self._candidate_noise(ids.cpu(), lengths.cpu(), model.latent_dim,
+                                    1 + sampler_cfg.step_noise_draws).to(device)
         z_start = model.schedule.sigma(torch.ones((), device=device)) * eps[0]
         network_dtype = encoder_out["encoder_out"][0].dtype
 

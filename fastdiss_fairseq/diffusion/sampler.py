@@ -53,6 +53,11 @@ class SamplerConfig:
         if self.update not in SAMPLER_UPDATES:
             raise ValueError(f"unknown sampler update {self.update!r}; choose one of {SAMPLER_UPDATES}")
 
+    @property
+    def step_noise_draws(self) -> int:
+        """How many fresh noise draws sample() needs in step_noise: one per update for renoise."""
+        return self.steps - 1 if self.update == "renoise" else 0
+
 
 class SamplerOutput(NamedTuple):
     logits: Optional[torch.Tensor]  # (B, n, V) of the last estimate; None if not asked for
@@ -113,8 +118,9 @@ def sample(
     cfg.validate()
     if cfg.clamping and clamp_fn is None:
         raise ValueError("clamping needs clamp_fn")
-    if cfg.update == "renoise" and (step_noise is None or step_noise.size(0) < cfg.steps - 1):
-        raise ValueError(f"the renoise update needs step_noise with {cfg.steps - 1} draws")
+    draws = cfg.step_noise_draws
+    if draws and (step_noise is None or step_noise.size(0) < draws):
+        raise ValueError(f"the renoise update needs step_noise with {draws} draws")
     bsz, n, _ = z_start.shape
     times = step_times(cfg.steps, cfg.t_end, z_start.device, cfg.time_exponent).to(z_start.dtype)
     z = z_start
