@@ -114,7 +114,9 @@ def main(argv=None):
     model.rounding_logits = timed(model.rounding_logits, totals, "rounding logits")
     model.latent_table = timed(model.latent_table, totals, "embedding table")
     model.decoder.inference_cache = timed(model.decoder.inference_cache, totals, "source-side cache")
-    generator._candidate_noise = timed(generator._candidate_noise, totals, "seeded noise")
+    # the noise object is made inside each generate() call: time its class's draw
+    import fastdiss_fairseq.generator as generator_module
+    generator_module.CandidateNoise.draw = timed(generator_module.CandidateNoise.draw, totals, "seeded noise")
     generator._finalize = timed(generator._finalize, totals, "ranking + hypotheses")
     # round_rows and top_k_rows (the full-vocabulary searches: the final rounding, clamping, the
     # shortlist's first clamp) are looked up as module globals at each call; the rounding

@@ -72,6 +72,20 @@ def test_the_sampler_updates_share_the_start_noise(tiny_data, tiny_model):
     assert outputs["ddim"] == outputs["renoise"]
 
 
+def test_candidate_noise_is_drawn_per_step_and_per_sentence_whatever_the_batch():
+    """Each draw is fresh (B*C, n_max, d) noise, zero past each sentence's longest candidate;
+    a sentence's draws come from its own seeded generator, the same in any batch."""
+    from fastdiss_fairseq.generator import CandidateNoise
+
+    pair = CandidateNoise(1, torch.tensor([7, 3]), torch.tensor([[4, 2], [3, 3]]), 16, "cpu")
+    alone = CandidateNoise(1, torch.tensor([3]), torch.tensor([[3, 3]]), 16, "cpu")
+    draws = [pair.draw() for _ in range(3)]
+    assert all(d.shape == (4, 4, 16) for d in draws)
+    for d in draws:
+        assert torch.equal(alone.draw(), d[2:, :3]) and not d[2:, 3].any()
+    assert not torch.equal(draws[0], draws[1])
+
+
 def test_interactive_translates_raw_stdin(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     out = run_cli(

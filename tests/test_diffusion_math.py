@@ -371,6 +371,13 @@ def test_renoise_puts_each_step_on_the_forward_process_of_the_estimate_with_fres
     assert torch.equal(seen[0][0], z1)
     for k, (z_t, tk) in enumerate(seen[1:]):
         assert torch.allclose(z_t, q_sample(z0, torch.full((2,), tk), s, step_noise[k]), atol=1e-5)
+    # the same draws handed over one at a time, as the generator does, give the same trajectory
+    asked = []
+    on_demand = sample(den, lambda z: z, z1, s, SamplerConfig(steps=4, update="renoise"),
+                       step_noise=lambda k: asked.append(k) or step_noise[k])
+    assert asked == [0, 1, 2]
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(seen[1:4], seen[5:]))
+    assert torch.equal(on_demand.z0_hat, z0)
     with pytest.raises(ValueError, match="renoise update needs step_noise with 3 draws"):
         sample(den, lambda z: z, z1, s, SamplerConfig(steps=4, update="renoise"), step_noise=step_noise[:2])
     with pytest.raises(ValueError, match="unknown sampler update 'ancestral'"):

@@ -226,6 +226,7 @@ def test_generator_profile_splits_wall_time_into_model_passes_and_the_rest(tiny_
     assert report["sentences"] == SIZES["test"] and report["denoiser_calls"] == 3 * batches
     parts = report["parts_s"]
     assert parts["denoiser"] > 0 and parts["encoder"] > 0 and parts["source-side cache"] > 0
+    assert parts["seeded noise"] > 0
     # the final tokens are always searched (max over the vocabulary), clamping or not
     assert parts["token search: max over V, log-softmax"] > 0
     assert report["model_passes_s"] == pytest.approx(

@@ -19,7 +19,7 @@ made anew at t_k from f(z_{t_k}, 0, t_k), the upper bound of the paper's analysi
 """
 
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Union
 
 import torch
 
@@ -55,7 +55,7 @@ class SamplerConfig:
 
     @property
     def step_noise_draws(self) -> int:
-        """How many fresh noise draws sample() needs in step_noise: one per update for renoise."""
+        """How many fresh noise draws sample() takes from step_noise: one per update for renoise."""
         return self.steps - 1 if self.update == "renoise" else 0
 
 
@@ -105,7 +105,7 @@ def sample(
     cfg: SamplerConfig,
     clamp_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     final_logits: bool = True,
-    step_noise: Optional[torch.Tensor] = None,
+    step_noise: Union[torch.Tensor, Callable[[int], torch.Tensor], None] = None,
 ) -> SamplerOutput:
     """Runs the K-step sampler from z_start = z_1 (already scaled noise), (B, n, d).
 
@@ -113,14 +113,17 @@ def sample(
     argmax of its rounding logits); needed when clamping.
     final_logits=False leaves the last rounding to the caller (the generator rounds only the
     real, unpadded positions).
-    step_noise: (K - 1, B, n, d) standard normal noise, one draw per update; needed by "renoise".
+    step_noise: the standard normal noise of the "renoise" update, one (B, n, d) draw per update:
+    a (K - 1, B, n, d) tensor, or a function called with k = 0 .. K - 2, once each and in order,
+    that makes each draw when it is needed (the generator's, which keeps one in memory, not K).
     """
     cfg.validate()
     if cfg.clamping and clamp_fn is None:
         raise ValueError("clamping needs clamp_fn")
     draws = cfg.step_noise_draws
-    if draws and (step_noise is None or step_noise.size(0) < draws):
+    if draws and (step_noise is None or isinstance(step_noise, torch.Tensor) and step_noise.size(0) < draws):
         raise ValueError(f"the renoise update needs step_noise with {draws} draws")
+    noise_at = step_noise.__getitem__ if isinstance(step_noise, torch.Tensor) else step_noise
     bsz, n, _ = z_start.shape
     times = step_times(cfg.steps, cfg.t_end, z_start.device, cfg.time_exponent).to(z_start.dtype)
     z = z_start
@@ -144,7 +147,7 @@ def sample(
         if cfg.clamping:
             z0_update = clamp_fn(z0_hat)
         if cfg.update == "renoise":
-            z = renoise_step(z0_update, times[k + 1], step_noise[k], schedule)
+            z = renoise_step(z0_update, times[k + 1], noise_at(k), schedule)
         else:
             z = ddim_step(z, z0_update, times[k], times[k + 1], schedule)
     logits = logits_fn(z0_hat) if final_logits else None
