@@ -12,9 +12,9 @@ each part of `FastDiSSGenerator.generate` with wall-clock timers around
   bookkeeping    per-sentence seeded noise, candidate ranking and hypothesis building
                  (`_finalize`), the token search on the rounding logits (the max over the
                  vocabulary, for clamping at every step and for the final tokens, and the
-                 final log-softmax that scores them), the sampler's own arithmetic (DDIM
-                 updates, clamping's gather and scatter), and what fairseq-generate does per
-                 sentence after the generator (token ids to text, BPE removal).
+                 final log-softmax that scores them), the sampler's own arithmetic (DDIM or
+                 renoise updates, clamping's gather and scatter), and what fairseq-generate
+                 does per sentence after the generator (token ids to text, BPE removal).
 
     python recipes/profile_generator.py DATA --path CKPT [--decoding-steps 5] [--length-beam 5]
         [--batch-size 100] [--subset test] [--json out.json]
@@ -32,6 +32,7 @@ from collections import defaultdict
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
+from fastdiss_fairseq.diffusion.sampler import SAMPLER_UPDATES  # noqa: E402
 from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
 
 MODEL_PARTS = ("encoder", "length head", "encoder reorder", "source-side cache", "denoiser",
@@ -73,7 +74,7 @@ def load(args):
         tokenizer="none", cpu=True,
     ))
     # given options go through the task's build_generator, as fairseq-generate's would
-    generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype")
+    generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype", "sampler_update")
                   if getattr(args, k) is not None}
     return sweep.task, sweep.model, sweep.generator(args.decoding_steps, **generation), sweep.batches()
 
@@ -91,6 +92,8 @@ def main(argv=None):
     p.add_argument("--clamping-shortlist", type=int, default=None,
                    help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--decoding-dtype", default=None, choices=DECODING_DTYPES,
+                   help="as fairseq-generate's option (default: the generator's)")
+    p.add_argument("--sampler-update", default=None, choices=SAMPLER_UPDATES,
                    help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--json", help="also write the figures here")
     args = p.parse_args(argv)
