@@ -57,11 +57,12 @@ from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
 VARIANTS = {"baseline": [], "scp": ["--scp"], "mans": ["--mans"], "scp_mans": ["--scp", "--mans"]}
 # The defaults sweep (on valid, never test): one SCP or MANS setting changed at a time against
-# SCP+MANS with the criterion's defaults (uniform t' - t ~ U(0, 0.5); distance, rank, strength
-# 0.25, which replaced 0.5 after the sixth session's sweep: "mans_strength_0.5" is the old default;
-# one level per sentence, which replaced per-token levels in the nineteenth: "mans_token").
+# SCP+MANS with the criterion's defaults (uniform t' - t ~ U(0, 0.25), which replaced U(0, 0.5)
+# after the twenty-third session's sweep: "scp_delta_0.5" is the old default; distance, rank,
+# strength 0.25, which replaced 0.5 after the sixth session's sweep: "mans_strength_0.5"; one
+# level per sentence, which replaced per-token levels in the nineteenth: "mans_token").
 SWEEP = {
-    "scp_delta_0.25": ["--scp", "--mans", "--scp-delta-max", "0.25"],
+    "scp_delta_0.5": ["--scp", "--mans", "--scp-delta-max", "0.5"],
     "scp_fixed_0.2": ["--scp", "--mans", "--scp-mode", "fixed", "--scp-delta-max", "0.2"],
     "mans_strength_0.5": ["--scp", "--mans", "--mans-strength", "0.5"],
     "mans_likelihood": ["--scp", "--mans", "--mans-measure", "likelihood"],

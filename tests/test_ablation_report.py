@@ -74,7 +74,7 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     assert "| scp_mans | renoise | 0.5 (default) | 2.50 | 2.50 |" in report
     assert "| baseline | ddim | 1 | 3.00 | 3.00 |" in report
     # what --scp --mans meant in the run (the criterion's defaults have changed between runs)
-    assert "SCP and MANS with the criterion's defaults: --scp-mode uniform, --scp-delta-max 0.5" in report
+    assert "SCP and MANS with the criterion's defaults: --scp-mode uniform, --scp-delta-max 0.25" in report
     assert "--mans-granularity sentence" in report
     assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
 

@@ -50,7 +50,9 @@ class FastDiSSLossConfig(FairseqDataclass):
         metadata={"help": "how t' is drawn: t + U(0, delta_max) ('uniform') or t + delta_max ('fixed')"},
     )
     scp_delta_max: float = field(
-        default=0.5, metadata={"help": "largest SCP gap t' - t (1/K matches a K-step sampler)"}
+        # 0.25 since the twenty-fourth session: ahead of 0.5 on de-en/valid at 2 and 5 steps
+        # with the renoise sampler (docs/ablation.md's sweep)
+        default=0.25, metadata={"help": "largest SCP gap t' - t (1/K matches a K-step sampler)"}
     )
     scp_shared_noise: bool = field(
         default=False,

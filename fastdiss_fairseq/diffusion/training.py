@@ -36,7 +36,7 @@ class TrainingNoiseConfig:
     self_condition_prob: float = 0.5
     scp: bool = False
     scp_mode: str = "uniform"
-    scp_delta_max: float = 0.5
+    scp_delta_max: float = 0.25
     scp_fresh_noise: bool = True
     mans: bool = False
     mans_strength: float = 0.25
