@@ -63,6 +63,8 @@ VARIANTS = {"baseline": [], "scp": ["--scp"], "mans": ["--mans"], "scp_mans": ["
 # level per sentence, which replaced per-token levels in the nineteenth: "mans_token").
 SWEEP = {
     "scp_delta_0.5": ["--scp", "--mans", "--scp-delta-max", "0.5"],
+    # and half the default: does the gain from 0.5 to 0.25 go on?
+    "scp_delta_0.125": ["--scp", "--mans", "--scp-delta-max", "0.125"],
     "scp_fixed_0.2": ["--scp", "--mans", "--scp-mode", "fixed", "--scp-delta-max", "0.2"],
     "mans_strength_0.5": ["--scp", "--mans", "--mans-strength", "0.5"],
     "mans_likelihood": ["--scp", "--mans", "--mans-measure", "likelihood"],
