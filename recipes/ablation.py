@@ -42,6 +42,7 @@ import gzip
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -452,6 +453,8 @@ def main(argv=None):
                         "how many updates the baseline needs to reach the 10-BLEU bar, before any variant runs")
     p.add_argument("--report-from", metavar="JSON",
                    help="only rewrite the table and plot under --out from a finished run's JSON")
+    # the command as given, for the report (options like --quick rewrite args below)
+    command = shlex.join(["python", "recipes/ablation.py", *(sys.argv[1:] if argv is None else argv)])
     args = p.parse_args(argv)
     if args.report_from:
         with open(args.report_from) as f:
@@ -567,7 +570,7 @@ def main(argv=None):
     # per-part decode_many calls below find them done and only read their speed figures.
     decode_many([task for _, task in curve] + table + recompute + sweep_decodes + grid_decodes, args.jobs)
 
-    results = {"settings": dict(vars(args), scp_mans_defaults=scp_mans_defaults()),
+    results = {"settings": dict(vars(args), scp_mans_defaults=scp_mans_defaults(), command=command),
                "warm_updates": warm_updates, "updates": updates,
                "train_seconds": {"warm": warm_seconds}, "runs": [],
                "baseline_curve": learning_curve(curve, refs, args.jobs)}
@@ -662,6 +665,9 @@ def write_report(results, out, quick):
         f"a batch; training times U({s.get('t_min', 0.0)}, 1); {s['bpe_merges']} BPE merges; training pairs "
         f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
         f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",
+        *([] if "command" not in s else [
+            "", f"Reproduce from a clean clone: `bash scripts/setup_env.sh && . .venv/bin/activate && {s['command']}` "
+            "(run again in the same checkout, it reuses the trainings and decodes already done)."]),
         *([] if "scp_mans_defaults" not in s else [
             "", "SCP and MANS with the criterion's defaults: " + ", ".join(
                 f"--{k.replace('_', '-')} {v}" for k, v in s["scp_mans_defaults"].items()) + "."]),

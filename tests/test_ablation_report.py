@@ -60,6 +60,7 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
         ("baseline", 2): {5: 2.0}, ("scp_mans", 2): {5: 2.1},
     })
     results["settings"]["scp_mans_defaults"] = ablation.scp_mans_defaults()
+    results["settings"]["command"] = "python recipes/ablation.py --seeds 1 2"
     path = tmp_path / "ablation.json"
     path.write_text(json.dumps(results))
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--report-from",
@@ -76,6 +77,8 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     # what --scp --mans meant in the run (the criterion's defaults have changed between runs)
     assert "SCP and MANS with the criterion's defaults: --scp-mode uniform, --scp-delta-max 0.25" in report
     assert "--mans-granularity sentence" in report
+    assert "Reproduce from a clean clone: `bash scripts/setup_env.sh && . .venv/bin/activate && " \
+        "python recipes/ablation.py --seeds 1 2`" in report
     assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
 
 
