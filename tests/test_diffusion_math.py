@@ -394,3 +394,18 @@ def test_uniform_copy_maps_target_positions_onto_real_source_tokens():
     out = uniform_copy(states, pad, tgt_mask).squeeze(-1)
     assert out[0].tolist() == [5.0, 5.0, 6.0, 6.0]
     assert out[1, :2].tolist() == [1.0, 3.0]
+
+
+def test_training_noise_defaults_match_the_criterions():
+    """TrainingNoiseConfig (plain PyTorch, the model's fallback) repeats the criterion's SCP/MANS
+    defaults; a default changed in one place only (as --scp-delta-max was) must fail here."""
+    import dataclasses
+
+    from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig
+
+    criterion = FastDiSSLossConfig()
+    for f in dataclasses.fields(TrainingNoiseConfig):
+        if f.name == "scp_fresh_noise":  # the criterion's flag is its negation
+            assert f.default is not criterion.scp_shared_noise
+        else:
+            assert getattr(criterion, f.name) == f.default, f.name
