@@ -128,18 +128,17 @@ class CandidateNoise:
     with ddim)."""
 
     def __init__(self, seed: int, ids: torch.Tensor, lengths: torch.Tensor, dim: int, device):
-        self.lengths = lengths.cpu()  # B x C
+        self.cands = lengths.size(1)  # lengths: B x C
+        self.longest = lengths.max(dim=1).values.tolist()  # per sentence, its longest candidate
         self.dim = dim
         self.device = device
         self.generators = [torch.Generator().manual_seed(seed * 1_000_003 + int(i)) for i in ids.cpu()]
 
     def draw(self) -> torch.Tensor:
-        bsz, cands = self.lengths.shape
-        noise = torch.zeros(bsz, cands, int(self.lengths.max()), self.dim)
-        for b, g in enumerate(self.generators):
-            n_b = int(self.lengths[b].max())
-            noise[b, :, :n_b] = torch.randn(cands, n_b, self.dim, generator=g)
-        return noise.view(bsz * cands, -1, self.dim).to(self.device)
+        noise = torch.zeros(len(self.longest), self.cands, max(self.longest), self.dim)
+        for b, (g, n_b) in enumerate(zip(self.generators, self.longest)):
+            noise[b, :, :n_b] = torch.randn(self.cands, n_b, self.dim, generator=g)
+        return noise.view(-1, noise.size(2), self.dim).to(self.device)
 
 
 class FastDiSSGenerator:
