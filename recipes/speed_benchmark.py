@@ -340,7 +340,8 @@ def main(argv=None):
                    help="measure only the configurations with these names (e.g. 'AR greedy' "
                         "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always "
                         "measured; the report keeps the other rows of an existing report of the same "
-                        "precision and dtype (each row names its model's updates and date)")
+                        "precision and dtype (each row names its model's updates and date). Only the "
+                        "models these rows decode are trained and need a checkpoint")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
     p.add_argument("--decoding-dtype", default="float32", choices=DECODING_DTYPES,
                    help="bfloat16: every model decodes cast to bfloat16 (FastDiSS with its "
@@ -399,9 +400,14 @@ def main(argv=None):
                 for peer, peer_args in PEERS.items()}
     if args.train_fastdiss:
         trainees["fastdiss"] = (os.path.dirname(fastdiss), fastdiss_training_args(args))
+    # FastDiSS, AR (beam 5 is every ratio's reference) and the models of the rows named by
+    # --only: a peer no row decodes is neither trained nor needed.
+    used = {"fastdiss"} | {model for _, model, _ in confs}
     training = []
     for peer, (save, model_args) in trainees.items():
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
+        if peer not in used:
+            continue
         # An update budget resumes an interrupted training (fairseq-train continues from
         # checkpoint_last.pt and stops at once if the budget is spent); a time budget would
         # start its clock again, so a finished time-budgeted peer is reused as it is.
@@ -429,13 +435,13 @@ def main(argv=None):
     if args.train_only:
         log("trained; --train-only: no decodes")
         return
-    for peer in ckpts:
+    for peer in used:
         if not os.path.exists(ckpts[peer]):
             sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
-    args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS}
+    args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS if peer in used}
     args.fastdiss_updates = checkpoint_updates(fastdiss)
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
-    logs = {model: training_log(args, model) for model in trainees}
+    logs = {model: training_log(args, model) for model in trainees if model in used}
     if args.fastdiss_log:
         logs["fastdiss"] = args.fastdiss_log
     args.training_tokens_per_s = {model: training_tokens_per_s(path) for model, path in logs.items()}

@@ -93,3 +93,41 @@ def test_a_row_in_its_own_processes_times_the_runs_after_the_warm_up(monkeypatch
     seconds = iter([60.0])
     runs, _ = speed_benchmark.measure_in_own_processes(args, "data", "ckpt.pt", "ar", [], str(tmp_path / "gen.txt"))
     assert [r[0] for r in runs] == [2000 / 60.0]  # a long warm-up is the one timed run
+
+
+def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_path):
+    """--no-train --only 'FastDiSS 5 st. (L=1)' decodes FastDiSS and AR beam 5 (the reference):
+    it runs without a CMLM checkpoint, keeps the other rows of the existing report, and names
+    the CMLM checkpoint in a one-line error when a CMLM row is asked for."""
+    work, out = tmp_path / "work", tmp_path / "docs"
+    (work / "data-bin" / "refs").mkdir(parents=True)
+    (work / "data-bin" / "refs" / "test.en").write_text("a house .\n")
+    for model in ("scp_mans.seed1", "peer_ar"):
+        (work / model).mkdir()
+        (work / model / "checkpoint_last.pt").write_text("")
+    decoded = []
+
+    def fake_measure(args, data, ckpt, model, extra, gen_path):
+        decoded.append((model, os.path.basename(os.path.dirname(ckpt))))
+        with open(gen_path, "w") as f:
+            f.write("S-0\tein Haus .\nH-0\t-0.1\ta house .\nD-0\t-0.1\ta house .\n")
+        return [(10.0, 40.0, 5.0, 2048, 0)], "float32"
+
+    monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
+    monkeypatch.setattr(speed_benchmark, "checkpoint_updates", lambda path: 42)
+    monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: None)  # the profile
+    out.mkdir()
+    old = {"config": "CMLM 10 it.", "model": "cmlm", "updates": 40, "measured": "2026-12-03",
+           "decoding_dtype": "float32", "sacrebleu": 12.0, "sentences_per_s": 8.0, "tokens_per_s": 150.0,
+           "end_to_end_sentences_per_s": 7.8, "peak_rss_mib": 4000.0, "timed_runs": 1}
+    (out / "speed.json").write_text(json.dumps({"settings": {
+        "fp32_matmul_precision": "highest", "decoding_dtype": "float32", "batch_size": 100, "threads": 2,
+        "device": "cpu"}, "rows": [old]}))
+    common = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2"]
+    speed_benchmark.main(common + ["--only", "FastDiSS 5 st. (L=1)"])
+    assert decoded == [("ar", "peer_ar"), ("fastdiss", "scp_mans.seed1")]
+    report = json.load(open(out / "speed.json"))
+    assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
+    assert report["settings"]["peer_updates"] == {"ar": 42}
+    with pytest.raises(SystemExit, match=r"no checkpoint .*peer_cmlm/checkpoint_last\.pt; run without --no-train"):
+        speed_benchmark.main(common + ["--only", "CMLM 4 it."])
