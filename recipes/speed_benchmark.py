@@ -564,9 +564,12 @@ def write_report(rows, args):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for model, marker in (("ar", "s"), ("cmlm", "^"), ("fastdiss", "o")):
+    for model, marker, color in (("ar", "s", "C0"), ("cmlm", "^", "C1"), ("fastdiss", "o", "C2")):
         sel = [r for r in rows if r["model"] == model]
-        ax.scatter([r["sentences_per_s"] for r in sel], [r["sacrebleu"] for r in sel], marker=marker, label=model)
+        if not sel:  # a model without rows (--only) gets no legend entry
+            continue
+        ax.scatter([r["sentences_per_s"] for r in sel], [r["sacrebleu"] for r in sel], marker=marker, color=color,
+                   label=model)
         for r in sel:
             ax.annotate(r["config"].replace("FastDiSS ", ""), (r["sentences_per_s"], r["sacrebleu"]), fontsize=6)
     ax.set_xscale("log")
