@@ -435,8 +435,8 @@ def main(argv=None):
     if args.train_only:
         log("trained; --train-only: no decodes")
         return
-    for peer in used:
-        if not os.path.exists(ckpts[peer]):
+    for peer in ckpts:  # in ckpts' order, so that the first missing one named is always the same
+        if peer in used and not os.path.exists(ckpts[peer]):
             sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
     args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS if peer in used}
     args.fastdiss_updates = checkpoint_updates(fastdiss)
