@@ -19,7 +19,8 @@ at once (recipes/gpu/run_gpu_checks.sh, one command of < 10 minutes).
 
 Run again with a larger --warm-updates or --warm-minutes, it resumes the existing warm start up
 to the new total (fairseq counts --stop-time-hours cumulatively) and trains and decodes the
-variants again.
+variants again. Run again with a larger --variant-updates, it continues each variant from its
+own checkpoint for the added updates, and decodes again.
 
 The warm start keeps an interval checkpoint every --curve-every updates; each is decoded at
 50 steps: the baseline objective's learning curve, which says whether the baseline is a real
@@ -58,24 +59,18 @@ from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
 VARIANTS = {"baseline": [], "scp": ["--scp"], "mans": ["--mans"], "scp_mans": ["--scp", "--mans"]}
 # The defaults sweep (on valid, never test): one SCP or MANS setting changed at a time against
-# SCP+MANS with the criterion's defaults (uniform t' - t ~ U(0, 0.25), which replaced U(0, 0.5)
-# after the twenty-third session's sweep: "scp_delta_0.5" is the old default; distance, rank,
-# strength 0.25, which replaced 0.5 after the sixth session's sweep: "mans_strength_0.5"; one
-# level per sentence, which replaced per-token levels in the nineteenth: "mans_token").
+# SCP+MANS with the criterion's defaults: how t' is drawn (uniform t' - t ~ U(0, 0.25), which
+# replaced U(0, 0.5) after the twenty-third session's sweep: "scp_delta_0.5" is the old default;
+# or a fixed gap), and MANS's confidence measure and strength (distance, rank, strength 0.25,
+# which replaced 0.5 after the sixth session's sweep). Settings whose question is answered
+# (U(0, 0.125), shared noise for z_{t'}, per-token MANS levels) were dropped when the variants
+# went from 200 to 400 updates, to keep the run near 2.5 hours; their figures are in
+# docs/ablation_variant200.md and docs/measurements.md.
 SWEEP = {
     "scp_delta_0.5": ["--scp", "--mans", "--scp-delta-max", "0.5"],
-    # and half the default: does the gain from 0.5 to 0.25 go on?
-    "scp_delta_0.125": ["--scp", "--mans", "--scp-delta-max", "0.125"],
     "scp_fixed_0.2": ["--scp", "--mans", "--scp-mode", "fixed", "--scp-delta-max", "0.2"],
     "mans_strength_0.5": ["--scp", "--mans", "--mans-strength", "0.5"],
     "mans_likelihood": ["--scp", "--mans", "--mans-measure", "likelihood"],
-    # z_{t'} from the same eps as z_t: the deterministic sampler's previous estimate shares
-    # the current latent's noise direction, which fresh noise does not imitate.
-    "scp_shared_noise": ["--scp", "--mans", "--scp-shared-noise"],
-    # per-token MANS levels, the default before the nineteenth session, and the same with the
-    # denoiser told only its sentence's mean level (per-token levels leak the confidence rank)
-    "mans_token": ["--scp", "--mans", "--mans-granularity", "token"],
-    "mans_token_model_time": ["--scp", "--mans", "--mans-granularity", "token", "--mans-model-time", "sentence"],
 }
 SWEEP_STEPS = (2, 5)
 # The sampler sweep (on valid, decode-only) for the baseline and SCP+MANS: the update
@@ -123,17 +118,17 @@ def log(msg):
     print(f"[ablation {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(cmd, out_path=None):
+def run(cmd, out_path=None, append=False):
     env = dict(os.environ, PYTHONWARNINGS="ignore")
-    with open(out_path, "w") if out_path else open(os.devnull, "w") as out:
+    with open(out_path, "a" if append else "w") if out_path else open(os.devnull, "w") as out:
         proc = subprocess.run(cmd, stdout=out, stderr=subprocess.PIPE, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"ablation: error: {' '.join(map(str, cmd[:4]))} ... failed:\n{proc.stderr[-2000:]}")
     return proc.stderr
 
 
-def fairseq(module, *args, out_path=None):
-    return run([sys.executable, "-m", f"fairseq_cli.{module}", *map(str, args)], out_path)
+def fairseq(module, *args, out_path=None, append=False):
+    return run([sys.executable, "-m", f"fairseq_cli.{module}", *map(str, args)], out_path, append)
 
 
 def read_gz(path):
@@ -208,18 +203,32 @@ def criterion_changes(ckpt, flags):
 
 
 def training_seconds(log_path):
-    """fairseq-train's own "done training in X seconds" line of a finished run."""
+    """fairseq-train's own "done training in X seconds" lines of a run, summed: a variant continued
+    to a larger --variant-updates appends its second training to the same log."""
     with open(log_path, encoding="utf-8", errors="replace") as f:
         found = re.findall(r"done training in ([\d.]+) seconds", f.read())
-    return float(found[-1]) if found else None
+    return sum(map(float, found)) if found else None
 
 
-def train(data, save_dir, extra, log_path):
+def started_from(log_path):
+    """The updates of the checkpoint a run's first training started from, read from its log
+    (fairseq's "Loaded checkpoint ... (epoch E @ U updates)", 0 for "No existing checkpoint
+    found"); None if the log cannot tell."""
+    if not os.path.exists(log_path):
+        return None
+    with open(log_path, encoding="utf-8", errors="replace") as f:
+        m = re.search(r"Loaded checkpoint \S+ \(epoch \d+ @ (\d+) updates\)|(No existing checkpoint found)", f.read())
+    if m is None:
+        return None
+    return 0 if m.group(2) else int(m.group(1))
+
+
+def train(data, save_dir, extra, log_path, append=False):
     return fairseq("train", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
                    "--criterion", "fastdiss_loss", *MODEL_ARGS, *OPTIM_ARGS,
                    *DEVICE_ARGS, "--num-workers", "0", "--disable-validation", "--no-epoch-checkpoints",
                    "--save-dir", save_dir, "--log-format", "simple", "--log-interval", "50", *extra,
-                   out_path=log_path)
+                   out_path=log_path, append=append)
 
 
 def decode_job(data, ckpt, steps, length_beam, out_path, subset="test", extra=()):
@@ -306,32 +315,50 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
     """Train one variant from the shared warm start up to update `max_update`; its checkpoint.
     With warm_ckpt None, from scratch, keeping a checkpoint every `interval` updates. With
     max_minutes, the training also stops after that many minutes (a timed GPU machine), and a
-    finished one is kept whatever its updates (the report gives them)."""
+    finished one is kept whatever its updates (the report gives them). One trained to fewer
+    updates from this same warm start with the same settings is continued to `max_update`: a
+    larger --variant-updates costs only the added updates."""
     save = os.path.join(work, name)
     ckpt = os.path.join(save, "checkpoint_last.pt")
+    log_path = os.path.join(work, f"{name}.log")
     trained_to = checkpoint_updates(ckpt) if os.path.exists(ckpt) else None
-    stale = None
-    if trained_to is not None and trained_to != max_update and not max_minutes:
-        # Continued from an earlier (shorter) warm start: stale for this comparison.
-        stale = f"was trained to update {trained_to}, not {max_update}"
-    elif trained_to is not None:
+    changes = criterion_changes(ckpt, MODEL_ARGS + flags) if trained_to is not None else ""
+    stale = continued = None
+    if changes:
         # Trained with other SCP/MANS settings, e.g. before a criterion default changed.
-        changes = criterion_changes(ckpt, MODEL_ARGS + flags)
-        stale = f"was trained with other settings ({changes})" if changes else None
+        stale = f"was trained with other settings ({changes})"
+    elif trained_to is not None and trained_to != max_update and not max_minutes:
+        origin = checkpoint_updates(warm_ckpt) if warm_ckpt else 0
+        if trained_to < max_update and started_from(log_path) == origin:
+            continued = trained_to
+        else:
+            # Continued from an earlier (shorter) warm start, or trained past this budget.
+            stale = f"was trained to update {trained_to}, not {max_update}"
     if stale:
         # Kept aside as NAME.stale (one generation) rather than deleted: a mistaken verdict
         # must not cost a training.
         log(f"{name} {stale}: training it again (the old one is kept in {name}.stale)")
         shutil.rmtree(save + ".stale", ignore_errors=True)
         os.rename(save, save + ".stale")
-    if not os.path.exists(ckpt):
+    if continued is not None:
+        # fairseq resumes its own checkpoint_last (optimizer, data position, update count), so
+        # the result is the training to max_update that a single run would have made.
+        log(f"continuing {name} from update {continued} to {max_update}")
+        t0 = time.time()
+        with open(log_path, "a", encoding="utf-8") as f:
+            f.write(f"\n# continued at update {continued} to {max_update}\n")
+        keep = [] if warm_ckpt else ["--save-interval-updates", str(interval)]
+        train(data, save, flags + ["--seed", str(seed), *keep, "--max-update", str(max_update)], log_path,
+              append=True)
+        log(f"  trained in {time.time() - t0:.0f} s")
+    elif not os.path.exists(ckpt):
         log(f"training {name} from {'the warm start' if warm_ckpt else 'scratch'} to update {max_update}")
         t0 = time.time()
         start = (["--restore-file", warm_ckpt, "--reset-dataloader"] if warm_ckpt
                  else ["--save-interval-updates", str(interval)])
         cap = ["--stop-time-hours", str(max_minutes / 60)] if max_minutes else []
         train(data, save, flags + ["--seed", str(seed), *start, "--max-update", str(max_update), *cap],
-              os.path.join(work, f"{name}.log"))
+              log_path)
         log(f"  trained in {time.time() - t0:.0f} s")
     return ckpt
 
@@ -432,7 +459,9 @@ def main(argv=None):
     p.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                    help="the variants to train and decode (baseline and scp_mans, whose comparison the "
                         "targets are, at least): a short GPU lease trains two side by side in the time of four")
-    p.add_argument("--variant-updates", type=int, default=200)
+    p.add_argument("--variant-updates", type=int, default=400,
+                   help="updates of each variant from the warm start (200 until the twenty-sixth session: "
+                        "SCP+MANS's lead grew with more; a larger value continues trained variants)")
     p.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50, 100])
     p.add_argument("--length-beam", type=int, default=1)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])

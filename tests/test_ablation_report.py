@@ -151,6 +151,45 @@ def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeyp
     assert len(trained) == 1
 
 
+def test_a_larger_variant_budget_continues_the_variants_from_the_same_warm_start(tmp_path, monkeypatch):
+    """--variant-updates 200 -> 400: a variant continued from this warm start is resumed (fairseq's
+    own checkpoint_last, no --restore-file) for the added updates; one from another warm start,
+    or trained past the budget, is trained again from the warm start."""
+    updates = {"warm.pt": 4000}
+    monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: updates.get(os.path.basename(path), 4200))
+    monkeypatch.setattr(ablation, "saved_criterion", lambda path: ablation.criterion_settings(["--scp"]))
+    trained = []
+
+    def fake_train(data, save_dir, extra, log_path, append=False):
+        trained.append((os.path.basename(save_dir), extra, append))
+        os.makedirs(save_dir, exist_ok=True)
+        with open(log_path, "a" if append else "w") as f:
+            f.write("done training in 150.0 seconds\n")
+        open(os.path.join(save_dir, "checkpoint_last.pt"), "a").close()
+
+    monkeypatch.setattr(ablation, "train", fake_train)
+    for name, started in (("scp.seed1", 4000), ("scp.seed2", 3000)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "checkpoint_last.pt").write_text("")
+        (tmp_path / f"{name}.log").write_text(
+            f"| fairseq.trainer | Loaded checkpoint /w/warm/checkpoint_last.pt (epoch 9 @ {started} updates)\n"
+            "| fairseq_cli.train | done training in 172.5 seconds\n")
+    ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 4400)
+    name, extra, append = trained[-1]
+    assert name == "scp.seed1" and append and "--restore-file" not in extra and extra[-2:] == ["--max-update", "4400"]
+    assert not (tmp_path / "scp.seed1.stale").exists()
+    assert ablation.started_from(str(tmp_path / "scp.seed1.log")) == 4000  # the first training's origin
+    assert ablation.training_seconds(str(tmp_path / "scp.seed1.log")) == 322.5  # both trainings
+    # from an earlier warm start (3,000 updates): stale, trained again from this one
+    ablation.continue_from_warm("data", str(tmp_path), "scp.seed2", ["--scp"], 2, "warm.pt", 4400)
+    name, extra, append = trained[-1]
+    assert name == "scp.seed2" and not append and extra[extra.index("--restore-file") + 1] == "warm.pt"
+    assert (tmp_path / "scp.seed2.stale").exists()
+    # trained past the budget (4,200 > 4,100): trained again
+    ablation.continue_from_warm("data", str(tmp_path), "scp.seed1", ["--scp"], 1, "warm.pt", 4100)
+    assert trained[-1][0] == "scp.seed1" and "--restore-file" in trained[-1][1] and len(trained) == 3
+
+
 def test_a_variant_trained_with_other_criterion_settings_is_trained_again(tmp_path, monkeypatch):
     """A default that changed since (here MANS strength) makes the saved variant stale, though
     its flags (`--mans`) read the same."""
@@ -185,7 +224,7 @@ def test_the_gpu_design_trains_from_scratch_on_the_chosen_device(tmp_path, monke
                                        fp32_matmul_precision="high")
     ablation.configure(args)
     commands = []
-    monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None: commands.append(cmd) or "")
+    monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None, append=False: commands.append(cmd) or "")
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 0)
     ablation.continue_from_warm("data", str(tmp_path), "baseline.seed1", [], 1, None, 2000, interval=1000,
                                 max_minutes=4.5)
