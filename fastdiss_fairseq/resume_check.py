@@ -35,6 +35,17 @@ def stored_criterion_cfg(filename: str):
     return criterion if isinstance(criterion, dict) else None
 
 
+def effective_options(criterion: dict) -> dict:
+    """The options that change training: SCP's own (scp_*) count only while --scp is on, MANS's
+    (mans_*) only while --mans is on, so resuming a baseline run after an SCP default changed
+    is not reported."""
+    def on(part):
+        return str(criterion.get(part)) == "True"  # a bool, or its string in an older cfg
+
+    return {k: v for k, v in criterion.items()
+            if not (k.startswith("scp_") and not on("scp")) and not (k.startswith("mans_") and not on("mans"))}
+
+
 def changed_options(old: dict, new: dict):
     """['--name old -> new', ...] for the options whose value differs (the name must match)."""
     if old.get("_name") != new.get("_name"):
@@ -59,7 +70,7 @@ def warn_if_criterion_changed(filename: str, current_cfg) -> None:
         return
     new = OmegaConf.to_container(current_cfg, resolve=True, enum_to_str=True) if OmegaConf.is_config(current_cfg) \
         else dict(vars(current_cfg))
-    changes = changed_options(old, new)
+    changes = changed_options(effective_options(old), effective_options(new))
     if changes:
         logger.warning("fastdiss: resuming from %s with changed criterion options: %s", filename, ", ".join(changes))
 

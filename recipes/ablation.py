@@ -184,13 +184,6 @@ def criterion_settings(flags):
 saved_criterion = resume_check.stored_criterion_cfg
 
 
-def effective_settings(settings):
-    """The settings that change training: SCP's and MANS's own options count only when it is on."""
-    return {k: v for k, v in settings.items()
-            if not (k.startswith("scp_") and not settings.get("scp"))
-            and not (k.startswith("mans_") and not settings.get("mans"))}
-
-
 def criterion_changes(ckpt, flags):
     """'--name saved -> wanted, ...' for each criterion setting in which the checkpoint differs
     from what `flags` now give (a changed default included); '' if none or if it cannot tell.
@@ -198,8 +191,8 @@ def criterion_changes(ckpt, flags):
     saved = saved_criterion(ckpt)
     if saved is None:
         return ""
-    return ", ".join(resume_check.changed_options(effective_settings(saved),
-                                                  effective_settings(criterion_settings(flags))))
+    return ", ".join(resume_check.changed_options(resume_check.effective_options(saved),
+                                                  resume_check.effective_options(criterion_settings(flags))))
 
 
 def training_seconds(log_path):

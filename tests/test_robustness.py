@@ -340,15 +340,28 @@ def test_exit_with_a_prefetch_thread_mid_batch_is_clean():
         assert proc.stdout.strip() == "first batch"
 
 
+def test_scp_and_mans_options_count_only_while_that_part_is_on():
+    from fastdiss_fairseq.resume_check import changed_options, effective_options
+
+    old = {"_name": "fastdiss_loss", "scp": False, "scp_delta_max": 0.5, "mans": "True", "mans_strength": 0.5}
+    new = dict(old, scp_delta_max=0.25, mans_strength=0.25)
+    # a baseline (SCP off) resumed after SCP's default changed: nothing to report; MANS's
+    # strength is (its on-switch stored as a string by an older cfg still counts)
+    assert changed_options(effective_options(old), effective_options(new)) == ["--mans-strength 0.5 -> 0.25"]
+    assert changed_options(effective_options(old), effective_options(dict(new, scp=True))) == [
+        "--mans-strength 0.5 -> 0.25", "--scp False -> True"]
+
+
 def test_resuming_with_changed_scp_mans_options_is_logged(tiny_data, tiny_model, tmp_path):
-    ckpt, _ = tiny_model  # trained with --scp --mans (default strength 0.25)
+    ckpt, _ = tiny_model  # trained with --scp --mans (defaults: t' - t up to 0.25, strength 0.25)
     shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
-    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans-strength", "0.8",
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--scp-delta-max", "0.5", "--mans-strength", "0.8",
                    "--max-update", "31", "--save-dir", tmp_path)
     log = proc.stdout + proc.stderr
     warning = re.search(r"fastdiss: resuming from \S+ with changed criterion options: (.*)", log)
     assert warning, log[-3000:]
-    assert warning.group(1) == "--mans True -> False, --mans-strength 0.25 -> 0.8"
+    # MANS is off now, so its strength no longer matters and is not reported; SCP's gap is
+    assert warning.group(1) == "--mans True -> False, --scp-delta-max 0.25 -> 0.5"
     assert "(epoch 2 @ 30 updates)" in log and "num_updates 31" in log
 
 
