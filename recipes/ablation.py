@@ -33,8 +33,9 @@ Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, a
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
 a slice (for smoke tests; its numbers mean nothing).
 
-    python recipes/ablation.py                      # about 2.7 hours on 2 CPU cores (1 h warm start,
-                                                    # 10 trainings of 400 updates ~55 min, decodes ~50 min)
+    python recipes/ablation.py                      # about 2.8 hours on 2 CPU cores (1 h warm start,
+                                                    # 10 trainings of 400 updates ~1 h, decodes ~45 min)
+    python recipes/ablation.py --variant-updates 200   # about 2.3 hours (the design until the 26th session)
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
