@@ -336,8 +336,9 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
         shutil.rmtree(save + ".stale", ignore_errors=True)
         os.rename(save, save + ".stale")
     if continued is not None:
-        # fairseq resumes its own checkpoint_last (optimizer, data position, update count), so
-        # the result is the training to max_update that a single run would have made.
+        # fairseq resumes its own checkpoint_last (optimizer, data position, update count): the
+        # data order and learning-rate schedule of a single run to max_update (not bitwise: CPU
+        # training is not repeatable to the bit anyway).
         log(f"continuing {name} from update {continued} to {max_update}")
         t0 = time.time()
         with open(log_path, "a", encoding="utf-8") as f:
