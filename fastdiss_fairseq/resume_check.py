@@ -47,9 +47,11 @@ def effective_options(criterion: dict) -> dict:
 
 
 def changed_options(old: dict, new: dict):
-    """['--name old -> new', ...] for the options whose value differs (the name must match)."""
+    """['--name old -> new', ...] for the options whose value differs (the name must match),
+    among those that change training on each side (effective_options)."""
     if old.get("_name") != new.get("_name"):
         return []
+    old, new = effective_options(old), effective_options(new)
     changes = []
     # Options only one side knows (added to the plugin since the checkpoint was written) are
     # not reported: their absence says nothing about what the run trained with.
@@ -70,7 +72,7 @@ def warn_if_criterion_changed(filename: str, current_cfg) -> None:
         return
     new = OmegaConf.to_container(current_cfg, resolve=True, enum_to_str=True) if OmegaConf.is_config(current_cfg) \
         else dict(vars(current_cfg))
-    changes = changed_options(effective_options(old), effective_options(new))
+    changes = changed_options(old, new)
     if changes:
         logger.warning("fastdiss: resuming from %s with changed criterion options: %s", filename, ", ".join(changes))
 

@@ -193,8 +193,7 @@ def criterion_changes(ckpt, flags):
     saved = saved_criterion(ckpt)
     if saved is None:
         return ""
-    return ", ".join(resume_check.changed_options(resume_check.effective_options(saved),
-                                                  resume_check.effective_options(criterion_settings(flags))))
+    return ", ".join(resume_check.changed_options(saved, criterion_settings(flags)))
 
 
 def training_seconds(log_path):
@@ -340,22 +339,21 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
         # data order and learning-rate schedule of a single run to max_update (not bitwise: CPU
         # training is not repeatable to the bit anyway).
         log(f"continuing {name} from update {continued} to {max_update}")
-        t0 = time.time()
         with open(log_path, "a", encoding="utf-8") as f:
             f.write(f"\n# continued at update {continued} to {max_update}\n")
         keep = [] if warm_ckpt else ["--save-interval-updates", str(interval)]
-        train(data, save, flags + ["--seed", str(seed), *keep, "--max-update", str(max_update)], log_path,
-              append=True)
-        log(f"  trained in {time.time() - t0:.0f} s")
+        budget = [*keep, "--max-update", str(max_update)]
     elif not os.path.exists(ckpt):
         log(f"training {name} from {'the warm start' if warm_ckpt else 'scratch'} to update {max_update}")
-        t0 = time.time()
         start = (["--restore-file", warm_ckpt, "--reset-dataloader"] if warm_ckpt
                  else ["--save-interval-updates", str(interval)])
         cap = ["--stop-time-hours", str(max_minutes / 60)] if max_minutes else []
-        train(data, save, flags + ["--seed", str(seed), *start, "--max-update", str(max_update), *cap],
-              log_path)
-        log(f"  trained in {time.time() - t0:.0f} s")
+        budget = [*start, "--max-update", str(max_update), *cap]
+    else:
+        return ckpt
+    t0 = time.time()
+    train(data, save, flags + ["--seed", str(seed), *budget], log_path, append=continued is not None)
+    log(f"  trained in {time.time() - t0:.0f} s")
     return ckpt
 
 

@@ -135,7 +135,7 @@ def test_a_variant_from_an_earlier_warm_start_is_trained_again(tmp_path, monkeyp
     monkeypatch.setattr(ablation, "checkpoint_updates", lambda path: 3118)
     trained = []
 
-    def fake_train(data, save_dir, extra, log_path):
+    def fake_train(data, save_dir, extra, log_path, append=False):
         trained.append(extra)
         os.makedirs(save_dir, exist_ok=True)
         open(os.path.join(save_dir, "checkpoint_last.pt"), "w").close()
@@ -206,7 +206,7 @@ def test_a_variant_trained_with_other_criterion_settings_is_trained_again(tmp_pa
     monkeypatch.setattr(ablation, "saved_criterion", lambda path: old)
     trained = []
 
-    def fake_train(data, save_dir, extra, log_path):
+    def fake_train(data, save_dir, extra, log_path, append=False):
         trained.append(extra)
         os.makedirs(save_dir, exist_ok=True)
 

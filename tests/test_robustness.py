@@ -341,14 +341,14 @@ def test_exit_with_a_prefetch_thread_mid_batch_is_clean():
 
 
 def test_scp_and_mans_options_count_only_while_that_part_is_on():
-    from fastdiss_fairseq.resume_check import changed_options, effective_options
+    from fastdiss_fairseq.resume_check import changed_options
 
     old = {"_name": "fastdiss_loss", "scp": False, "scp_delta_max": 0.5, "mans": "True", "mans_strength": 0.5}
     new = dict(old, scp_delta_max=0.25, mans_strength=0.25)
     # a baseline (SCP off) resumed after SCP's default changed: nothing to report; MANS's
     # strength is (its on-switch stored as a string by an older cfg still counts)
-    assert changed_options(effective_options(old), effective_options(new)) == ["--mans-strength 0.5 -> 0.25"]
-    assert changed_options(effective_options(old), effective_options(dict(new, scp=True))) == [
+    assert changed_options(old, new) == ["--mans-strength 0.5 -> 0.25"]
+    assert changed_options(old, dict(new, scp=True)) == [
         "--mans-strength 0.5 -> 0.25", "--scp False -> True"]
 
 
