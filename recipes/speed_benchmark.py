@@ -57,19 +57,17 @@ SIZES = {"small": ((256, 512, 4, 3), "fastdiss_small"),  # the CPU benchmarks' m
          "iwslt": ((512, 1024, 4, 6), "fastdiss_iwslt_de_en")}  # fairseq's transformer_iwslt_de_en
 
 
-# Peers of these sizes put layer normalization before each block, as the FastDiSS models do: in
-# the first GPU lease (twentieth session) the post-norm 6+6-layer transformer at this short
-# warm-up (300 updates to lr 1e-3) collapsed ("The The The ...", SacreBLEU 0.00 after 1,386
-# updates). The CPU tables' 3+3-layer peers are post-norm, fairseq's default, and trained well.
-PRE_NORM_SIZES = {"iwslt"}
-
-
+# The peers put layer normalization before each block, as every FastDiSS model here does
+# (recipes/ablation.py). fairseq's default post-norm collapsed at this short warm-up (300 updates
+# to lr 1e-3) at both sizes: the 6+6-layer transformer of the first GPU lease ("The The The ...",
+# SacreBLEU 0.00 after 1,386 updates) and the CPU table's 3+3-layer CMLM (twenty-sixth session:
+# one output per predicted length, loss stuck near 10 bits from the learning-rate peak on).
 def size_args(size):
     (dim, ffn, heads, layers), _ = SIZES[size]
     return [arg for side in ("encoder", "decoder") for arg in (
         f"--{side}-embed-dim", dim, f"--{side}-ffn-embed-dim", ffn, f"--{side}-attention-heads", heads,
-        f"--{side}-layers", layers)] + ["--share-all-embeddings"] + (
-        ["--encoder-normalize-before", "--decoder-normalize-before"] if size in PRE_NORM_SIZES else [])
+        f"--{side}-layers", layers)] + ["--share-all-embeddings", "--encoder-normalize-before",
+                                         "--decoder-normalize-before"]
 
 
 # fairseq's usual settings for these models; the batch (--max-tokens) is the FastDiSS model's.
@@ -364,7 +362,10 @@ def main(argv=None):
     data = args.data or os.path.join(args.work, "data-bin")
     fastdiss = args.fastdiss or os.path.join(
         args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
-    needed = [(data, "data-bin")] + ([] if args.train_fastdiss or args.train_only
+    # the models whose rows this run decodes: only their checkpoints must exist (--only 'CMLM 10 it.'
+    # re-measures CMLM and AR beam 5 without a FastDiSS checkpoint; the FastDiSS rows are kept)
+    decoded = {model for _, model, _ in confs}
+    needed = [(data, "data-bin")] + ([] if args.train_fastdiss or args.train_only or "fastdiss" not in decoded
                                      else [(fastdiss, "FastDiSS checkpoint")])
     needed += [(args.fastdiss_log, "--fastdiss-log")] if args.fastdiss_log else []
     for path, what in needed:
@@ -402,7 +403,7 @@ def main(argv=None):
         trainees["fastdiss"] = (os.path.dirname(fastdiss), fastdiss_training_args(args))
     # FastDiSS, AR (beam 5 is every ratio's reference) and the models of the rows named by
     # --only: a peer no row decodes is neither trained nor needed.
-    used = {"fastdiss"} | {model for _, model, _ in confs}
+    used = {"fastdiss"} | decoded
     training = []
     for peer, (save, model_args) in trainees.items():
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
@@ -436,10 +437,12 @@ def main(argv=None):
         log("trained; --train-only: no decodes")
         return
     for peer in ckpts:  # in ckpts' order, so that the first missing one named is always the same
-        if peer in used and not os.path.exists(ckpts[peer]):
+        if peer in decoded and not os.path.exists(ckpts[peer]):
             sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
     args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS if peer in used}
-    args.fastdiss_updates = checkpoint_updates(fastdiss)
+    kept = previous_rows(args) if args.only else {}
+    args.fastdiss_updates = (checkpoint_updates(fastdiss) if "fastdiss" in decoded else
+                             next((r["updates"] for r in kept.values() if r["model"] == "fastdiss"), None))
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
     logs = {model: training_log(args, model) for model in trainees if model in used}
     if args.fastdiss_log:
@@ -448,7 +451,6 @@ def main(argv=None):
     log(f"training target tokens/s: {args.training_tokens_per_s}")
 
     rows = []
-    kept = previous_rows(args) if args.only else {}
     order = [name for name, _, _ in configurations(args.quick)]
     updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
     os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision
@@ -477,7 +479,7 @@ def main(argv=None):
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
         by_name = {**kept, **{r["config"]: r for r in rows}}
         write_report([by_name[n] for n in order if n in by_name], args)
-    if args.device != "cpu":  # recipes/profile_generator.py times CPU work
+    if args.device != "cpu" or "fastdiss" not in decoded:  # recipes/profile_generator.py times CPU work
         return
     log("profiling the generator at 5 steps, length beam 5")
     name = report_name(args)
@@ -532,8 +534,9 @@ def write_report(rows, args):
     lines = [f"# Decoding speed and quality on de-en/test ({where}, batch size {args.batch_size}, "
              f"{args.threads} threads)", "",
              f"Model size: {args.size} ({layers} layers a side of {dim}, FFN {ffn}, {heads} heads). "
-             f"Training updates (batches of {args.max_tokens} tokens): FastDiSS {args.fastdiss_updates}, "
-             + ", ".join(f"{peer.upper()} {n}" for peer, n in args.peer_updates.items())
+             f"Training updates (batches of {args.max_tokens} tokens): "
+             + ", ".join(f"{name} {n}" for name, n in [("FastDiSS", args.fastdiss_updates), *(
+                 (peer.upper(), n) for peer, n in args.peer_updates.items())] if n is not None)
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
                 if args.decoding_dtype == "bfloat16" else "float32."), ""]

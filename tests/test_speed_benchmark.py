@@ -42,9 +42,9 @@ def test_fastdiss_trains_at_the_peers_size_and_batch(monkeypatch):
     assert "--scp" in cmd and "--mans" in cmd and "--t-min" not in cmd
     peer = speed_benchmark.size_args("iwslt")
     assert peer[peer.index("--decoder-layers") + 1] == 6 and peer[peer.index("--encoder-embed-dim") + 1] == 512
-    # pre-norm at the IWSLT size, as FastDiSS; the CPU tables' small peers stay fairseq's post-norm
-    assert "--encoder-normalize-before" in peer and "--decoder-normalize-before" in peer
-    assert "--decoder-normalize-before" not in speed_benchmark.size_args("small")
+    # pre-norm at every size, as FastDiSS (post-norm collapsed at this warm-up at both sizes)
+    for peer in (peer, speed_benchmark.size_args("small")):
+        assert "--encoder-normalize-before" in peer and "--decoder-normalize-before" in peer
 
 
 def test_training_throughput_is_the_median_wps_after_the_first_interval(tmp_path):
@@ -131,3 +131,16 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     assert report["settings"]["peer_updates"] == {"ar": 42}
     with pytest.raises(SystemExit, match=r"no checkpoint .*peer_cmlm/checkpoint_last\.pt; run without --no-train"):
         speed_benchmark.main(common + ["--only", "CMLM 4 it."])
+    # CMLM rows alone need no FastDiSS checkpoint: its rows (and their updates) are kept, and the
+    # generator profile (a FastDiSS decode) is not run
+    (work / "scp_mans.seed1" / "checkpoint_last.pt").unlink()
+    (work / "peer_cmlm").mkdir()
+    (work / "peer_cmlm" / "checkpoint_last.pt").write_text("")
+    decoded.clear()
+    monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: pytest.fail("profiled"))
+    speed_benchmark.main(common + ["--only", "CMLM 10 it."])
+    assert decoded == [("ar", "peer_ar"), ("cmlm", "peer_cmlm")]
+    report = json.load(open(out / "speed.json"))
+    assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
+    assert report["settings"]["fastdiss_updates"] == 42  # the kept FastDiSS row's
+    assert "FastDiSS 42, AR 42, CMLM 42" in (out / "speed.md").read_text()
