@@ -171,7 +171,9 @@ def training_tokens_per_s(log_path):
     if not os.path.exists(log_path):
         return None
     with open(log_path, encoding="utf-8", errors="replace") as f:
-        wps = [float(x) for x in re.findall(r"\| train_inner \|.*?wps=([\d.]+)", f.read())]
+        # fairseq's own format ("| train_inner |"), or the root logger's ("INFO:train_inner:") where
+        # the wrapper's CPU settings imported fairseq before fairseq-train set up its logging
+        wps = [float(x) for x in re.findall(r"(?:\| train_inner \||INFO:train_inner:).*?wps=([\d.]+)", f.read())]
     return statistics.median(wps[1:]) if len(wps) > 1 else None
 
 

@@ -54,6 +54,10 @@ def test_training_throughput_is_the_median_wps_after_the_first_interval(tmp_path
     lines.append("2026-12-04 05:00:09 | INFO | train | epoch 001 | loss 7.9 | wps 1.0 | ups 1.33")
     log.write_text("\n".join(lines) + "\n")
     assert speed_benchmark.training_tokens_per_s(str(log)) == 6000.0
+    # the peers' logs under the wrapper: the root logger's format
+    log.write_text("".join(f"INFO:train_inner:epoch 001:     {50 * (i + 1)} / 177 loss=9.1, wps={w}, ups=1.2\n"
+                           for i, w in enumerate([100.0, 5000.0, 6000.0, 7000.5])))
+    assert speed_benchmark.training_tokens_per_s(str(log)) == 6000.0
     log.write_text(lines[0] + "\n")
     assert speed_benchmark.training_tokens_per_s(str(log)) is None
     assert speed_benchmark.training_tokens_per_s(str(tmp_path / "missing.log")) is None
