@@ -533,12 +533,13 @@ def write_report(rows, args):
     gpu = args.device == "cuda"
     where = "QUICK smoke run" if args.quick else (f"GPU: {device_name()}" if gpu else "CPU")
     (dim, ffn, heads, layers), _ = SIZES[args.size]
+    # FastDiSS's is unknown (None) when its rows were neither decoded nor kept
+    updates = {"FastDiSS": args.fastdiss_updates, **{peer.upper(): n for peer, n in args.peer_updates.items()}}
     lines = [f"# Decoding speed and quality on de-en/test ({where}, batch size {args.batch_size}, "
              f"{args.threads} threads)", "",
              f"Model size: {args.size} ({layers} layers a side of {dim}, FFN {ffn}, {heads} heads). "
              f"Training updates (batches of {args.max_tokens} tokens): "
-             + ", ".join(f"{name} {n}" for name, n in [("FastDiSS", args.fastdiss_updates), *(
-                 (peer.upper(), n) for peer, n in args.peer_updates.items())] if n is not None)
+             + ", ".join(f"{model} {n}" for model, n in updates.items() if n is not None)
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
                 if args.decoding_dtype == "bfloat16" else "float32."), ""]
