@@ -357,3 +357,33 @@ def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):
     out = run_cli("generate", tiny_data, *GEN_ARGS, "--path", tmp_path / "checkpoint_last.pt",
                   "--decoding-steps", "2", "--no-cpu-tuning", "--decoding-dtype", "bfloat16").stdout
     assert len(hypotheses(out)) == SIZES["test"]
+
+
+def test_estimate_input_centres_on_content_tokens_of_the_estimate(tiny_data, tiny_model):
+    """--estimate-input-prob's latent is made around the clamped self-conditioning estimate as
+    the sampler clamps it: the nearest *content* token of each position, same noise as z_t."""
+    from fastdiss_fairseq.criterions.fastdiss_loss import content_tokens
+    from fastdiss_fairseq.diffusion import TrainingNoiseConfig
+
+    ckpt, _ = tiny_model
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, max_sentences=4)
+    model = models[0].eval()
+    calls, plain_denoise = [], model.denoise
+
+    def recording_denoise(z_t, z_sc, t, *args, **kwargs):
+        calls.append((z_t.detach().clone(), z_sc.detach().clone(), t.clone()))
+        return plain_denoise(z_t, z_sc, t, *args, **kwargs)
+
+    model.denoise = recording_denoise
+    tgt = content_tokens(batch["target"], model.padding_idx, task.target_dictionary.eos())
+    torch.manual_seed(0)
+    out = model(batch["net_input"]["src_tokens"], batch["net_input"]["src_lengths"], tgt_tokens=tgt,
+                noise_cfg=TrainingNoiseConfig(self_condition_prob=1.0, estimate_input_prob=1.0))
+    (z_first, _, t), (z_trained, z_sc, _) = calls
+    with torch.no_grad():
+        logits = model.rounding_logits(z_sc).masked_fill(model.special_symbol_mask, float("-inf"))
+        tokens = logits.argmax(-1)
+        alpha = model.schedule.alpha(t.unsqueeze(-1))
+        expected = z_first - alpha * out["z0"] + alpha * model.latent_table()[tokens]
+    assert not model.special_symbol_mask[tokens].any()
+    assert torch.allclose(z_trained, expected, atol=1e-4)

@@ -255,6 +255,58 @@ def test_mans_model_time_sentence_tells_the_denoiser_one_level_a_sentence():
         assert torch.allclose(t_told[:, 0], mean)
 
 
+class InputRecordingDenoiser(RecordingDenoiser):
+    """Also records each call's z_t."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def __call__(self, z_t, z_sc, t):
+        self.inputs.append(z_t.clone())
+        return super().__call__(z_t, z_sc, t)
+
+
+def _estimate_input_pass(prob, clamp_fn=None, seed=0):
+    torch.manual_seed(seed)
+    z0 = normalize_embeddings(torch.randn(6, 5, 8)).requires_grad_()
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    rec = InputRecordingDenoiser()
+    schedule = build_schedule("sqrt")
+    cfg = TrainingNoiseConfig(self_condition_prob=1.0, estimate_input_prob=prob)
+    out = diffusion_training_pass(rec, z0, mask, schedule, cfg, clamp_fn=clamp_fn)
+    return z0, rec, schedule, out
+
+
+def test_estimate_input_centres_the_trained_latent_on_the_clamped_estimate():
+    """Baseline self-conditioning shares eps between its two passes, so z_t - alpha z_0 of the
+    estimate's pass is the sigma eps that the trained latent must carry around clamp(z_sc)."""
+    clamp = lambda z: z.round()  # noqa: E731  any fixed map stands in for the nearest token
+    z0, rec, schedule, out = _estimate_input_pass(1.0, clamp)
+    (t, _, _), (_, z_sc, _) = rec.calls
+    alpha = schedule.alpha(t.unsqueeze(-1))
+    noise = rec.inputs[0] - alpha * z0
+    assert torch.allclose(rec.inputs[1], alpha * clamp(z_sc) + noise, atol=1e-5)
+    assert not torch.allclose(rec.inputs[1], rec.inputs[0])
+
+
+def test_estimate_input_off_keeps_the_z0_latent_and_its_gradient():
+    z0, rec, _, out = _estimate_input_pass(0.0)
+    assert torch.equal(rec.inputs[1], rec.inputs[0])
+    out.z0_hat.sum().backward()
+    assert z0.grad is not None and z0.grad.abs().sum() > 0
+
+
+def test_estimate_input_keeps_the_gradient_of_the_sentences_it_leaves():
+    torch.manual_seed(3)
+    z0, rec, _, out = _estimate_input_pass(0.5, seed=3)
+    out.z0_hat.sum().backward()
+    moved = (rec.inputs[1] - rec.inputs[0]).abs().sum((1, 2)) > 0
+    assert moved.any() and not moved.all(), "seed 3 moves some sentences, not all"
+    kept_grad = z0.grad.abs().sum((1, 2)) > 0
+    assert torch.equal(kept_grad, ~moved)
+
+
 def test_mans_off_leaves_times_per_sentence():
     out, _ = _pass(TrainingNoiseConfig(mans=False))
     assert torch.allclose(out.t_theta, out.t[:, None].expand(6, 5))

@@ -87,6 +87,16 @@ def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
     assert not list(tmp_path.glob("*.pt"))
 
 
+def test_estimate_input_without_self_conditioning_is_rejected():
+    from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig, check_loss_config
+
+    check_loss_config(FastDiSSLossConfig(estimate_input_prob=0.5))
+    with pytest.raises(ValueError, match="--self-condition-prob 0 never makes one"):
+        check_loss_config(FastDiSSLossConfig(estimate_input_prob=0.5, self_condition_prob=0.0))
+    with pytest.raises(ValueError, match="--estimate-input-prob must lie in"):
+        check_loss_config(FastDiSSLossConfig(estimate_input_prob=1.5))
+
+
 def test_one_line_report_finds_the_user_error_behind_fairseqs_wrappers():
     from torch.multiprocessing.spawn import ProcessRaisedException
 

@@ -90,16 +90,28 @@ class FastDiSSLossConfig(FairseqDataclass):
             "or its sentence's mean level ('sentence'; per-token levels leak the confidence rank)"
         },
     )
+    estimate_input_prob: float = field(
+        default=0.0,
+        metadata={
+            "help": "not in the paper: probability, per sentence of a self-conditioned update, that "
+            "the trained latent is alpha clamp(z_sc) + sigma eps, centred on the self-conditioning "
+            "estimate as the renoise sampler's latents are, instead of on z_0 (0 = never)"
+        },
+    )
 
 
 def check_loss_config(cfg: FastDiSSLossConfig) -> None:
     """Rejects impossible settings at start-up, before any training time is spent."""
-    for name in ("t_min", "self_condition_prob", "scp_delta_max", "mans_strength", "label_smoothing"):
+    for name in ("t_min", "self_condition_prob", "scp_delta_max", "mans_strength", "label_smoothing",
+                 "estimate_input_prob"):
         value = getattr(cfg, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
     if cfg.t_min >= 1.0:
         raise ValueError(f"--t-min must be < 1, got {cfg.t_min}")
+    if cfg.estimate_input_prob > 0 and cfg.self_condition_prob == 0:
+        raise ValueError("--estimate-input-prob re-noises the self-conditioning estimate, but "
+                         "--self-condition-prob 0 never makes one")
 
 
 def content_tokens(target: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
@@ -127,6 +139,7 @@ class FastDiSSLoss(FairseqCriterion):
             mans_normalization=cfg.mans_normalization,
             mans_granularity=cfg.mans_granularity,
             mans_model_time=cfg.mans_model_time,
+            estimate_input_prob=cfg.estimate_input_prob,
         )
 
     def forward(self, model, sample, reduce=True):

@@ -6,8 +6,16 @@ Order in one update (DESIGN.md section 3):
      the noise of confident tokens (or sentences), giving t_theta (otherwise t_theta = t);
   3. self-conditioning with probability p: a no-grad pass gives z_sc; with SCP it runs at
      t' > t_theta on a fresh z_{t'}, otherwise at t_theta on the trained z_t;
+  3b. (optional, not in the paper) with probability q per sentence, the trained latent is
+     re-made around the estimate instead of z_0: z_t = alpha(t_theta) clamp(z_sc) + sigma eps;
   4. the trained pass z0_hat = f(z_{t_theta}, z_sc, t_theta).
 SCP and MANS change only the noise levels and the self-conditioning input, never the loss.
+
+Why 3b: after its first pass the renoise sampler never hands the denoiser alpha z_0 + sigma eps;
+it hands alpha clamp(z0_hat_prev) + sigma eps with z_sc = z0_hat_prev, whose signal is the
+previous estimate, errors included. A model trained only on z_0-centred latents learns to trust
+the signal in z_t, which at inference copies the previous estimate's errors forward; 3b trains
+the step the sampler actually takes, so each pass must correct its input from the source.
 """
 
 from dataclasses import dataclass
@@ -44,11 +52,23 @@ class TrainingNoiseConfig:
     mans_normalization: str = "rank"
     mans_granularity: str = "sentence"
     mans_model_time: str = "token"
+    estimate_input_prob: float = 0.0  # q of step 3b
 
 
 def sentence_mean_level(levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The mean of per-token levels (B, n) over each sentence's real tokens, broadcast to (B, n)."""
     return sentence_mean(levels, mask)[:, None].expand_as(levels)
+
+
+def estimate_centred_latent(z_t, z_sc, t_theta, eps, schedule, prob, clamp_fn=None):
+    """Step 3b: each sentence's z_t, with probability prob, replaced by
+    alpha(t_theta) clamp(z_sc) + sigma(t_theta) eps (the same eps, so only the centre moves)."""
+    chosen = torch.rand((z_t.size(0),), device=z_t.device) < prob
+    if not chosen.any():
+        return z_t
+    with torch.no_grad():
+        centre = clamp_fn(z_sc) if clamp_fn is not None else z_sc
+    return torch.where(chosen[:, None, None], q_sample(centre, t_theta, schedule, eps), z_t)
 
 
 class TrainingPassOutput(NamedTuple):
@@ -66,8 +86,11 @@ def diffusion_training_pass(
     cfg: TrainingNoiseConfig,
     logits_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     target: Optional[torch.Tensor] = None,
+    clamp_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
 ) -> TrainingPassOutput:
-    """Runs steps 1-4 above. mask (B, n) is True at real target tokens."""
+    """Runs steps 1-4 above. mask (B, n) is True at real target tokens. clamp_fn maps an
+    estimate (B, n, d) to its nearest tokens' embeddings, as the sampler's clamping does (step
+    3b; without it the raw estimate is re-noised)."""
     bsz, n, _ = z0.shape
     t = sample_time((bsz,), cfg.t_min, device=z0.device).to(z0.dtype)
     eps = torch.randn_like(z0)
@@ -109,6 +132,11 @@ def diffusion_training_pass(
             else:
                 t_sc, z_sc_input = t_theta, z_t
             z_sc = denoise(z_sc_input, zeros, model_time(t_sc)).detach()
+        if cfg.estimate_input_prob > 0:
+            # outside no_grad: the sentences that keep their z_0-centred z_t keep its gradient
+            # into the embedding table
+            z_t = estimate_centred_latent(z_t, z_sc, t_theta, eps, schedule,
+                                          cfg.estimate_input_prob, clamp_fn)
 
     z0_hat = denoise(z_t, z_sc, model_time(t_theta))
     return TrainingPassOutput(z0_hat, t, t_theta, t_sc)

@@ -173,8 +173,14 @@ class FastDiSSTransformerModel(TransformerModel):
         def logits_fn(z0_hat):
             return self.rounding_logits(z0_hat, table)
 
+        def clamp_fn(z0_hat):
+            # the sampler's clamping: nearest content token, never a special symbol
+            logits = logits_fn(z0_hat).masked_fill(self.special_symbol_mask, float("-inf"))
+            return nn.functional.embedding(logits.max(-1).indices, table)
+
         out = diffusion_training_pass(
             denoise, z0, mask, self.schedule, noise_cfg, logits_fn=logits_fn, target=tgt_tokens,
+            clamp_fn=clamp_fn,
         )
         tgt_lengths = mask.sum(-1)
         return {
