@@ -191,13 +191,10 @@ class FastDiSSGenerator:
         z_start = model.schedule.sigma(torch.ones((), device=device)) * noise.draw()
         network_dtype = encoder_out["encoder_out"][0].dtype
 
-        special = model.special_symbol_mask
         table = model.latent_table().float()  # fixed during generation: normalized once, not per step
 
-        special_ids = special.nonzero().squeeze(-1)
-
-        def logits_fn(z0_hat):  # in place, a few columns: the logits are a fresh (B*C, n, V) tensor
-            return model.rounding_logits(z0_hat, table).index_fill_(-1, special_ids, float("-inf"))
+        def logits_fn(z0_hat):
+            return model.content_logits(z0_hat, table)
 
         def denoise(z_t, z_sc, t):
             self.denoiser_calls += 1

@@ -361,7 +361,8 @@ def test_cpu_speed_options_train_and_decode(tiny_data, tmp_path):
 
 def test_estimate_input_centres_on_content_tokens_of_the_estimate(tiny_data, tiny_model):
     """--estimate-input-prob's latent is made around the clamped self-conditioning estimate as
-    the sampler clamps it: the nearest *content* token of each position, same noise as z_t."""
+    the sampler clamps it: the nearest *content* token of each real position (padding keeps the
+    estimate itself, as in the sampler), same noise as z_t."""
     from fastdiss_fairseq.criterions.fastdiss_loss import content_tokens
     from fastdiss_fairseq.diffusion import TrainingNoiseConfig
 
@@ -384,6 +385,9 @@ def test_estimate_input_centres_on_content_tokens_of_the_estimate(tiny_data, tin
         logits = model.rounding_logits(z_sc).masked_fill(model.special_symbol_mask, float("-inf"))
         tokens = logits.argmax(-1)
         alpha = model.schedule.alpha(t.unsqueeze(-1))
-        expected = z_first - alpha * out["z0"] + alpha * model.latent_table()[tokens]
-    assert not model.special_symbol_mask[tokens].any()
+        real = out["mask"]
+        centre = torch.where(real[..., None], model.latent_table()[tokens], z_sc)
+        expected = z_first - alpha * out["z0"] + alpha * centre
+    assert not real.all()  # the batch has padding, so both cases are checked
+    assert not model.special_symbol_mask[tokens[real]].any()
     assert torch.allclose(z_trained, expected, atol=1e-4)

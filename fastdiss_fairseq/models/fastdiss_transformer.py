@@ -15,6 +15,7 @@ from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 from omegaconf import OmegaConf
 
+from ..clamping import TokenClamp
 from ..diffusion import (
     TrainingNoiseConfig,
     build_schedule,
@@ -67,6 +68,8 @@ class FastDiSSTransformerModel(TransformerModel):
             torch.tensor([i in (d.pad(), d.bos(), d.eos()) for i in range(len(d))]),
             persistent=False,
         )
+        self.register_buffer("special_symbol_ids", self.special_symbol_mask.nonzero().squeeze(-1),
+                             persistent=False)
 
     @classmethod
     def build_model(cls, args, task):
@@ -122,6 +125,13 @@ class FastDiSSTransformerModel(TransformerModel):
         table = self.latent_table() if table is None else table
         return self.rounding_input(z0_hat) @ table.transpose(-1, -2)
 
+    def content_logits(self, z0_hat: torch.Tensor, table: torch.Tensor = None) -> torch.Tensor:
+        """rounding_logits with the special symbols at -inf: the logits of every rounding to an
+        output token (the sampler's clamping and final rounding, the training clamp of
+        --estimate-input-prob), so a special symbol is never chosen as content."""
+        # in place, a few columns: the logits are a fresh tensor, (positions, V) or larger
+        return self.rounding_logits(z0_hat, table).index_fill_(-1, self.special_symbol_ids, float("-inf"))
+
     def rounding_input(self, z0_hat: torch.Tensor) -> torch.Tensor:
         """h = z0_hat / sqrt(d): the rounding temperature, shared by the logits at inference
         and the blocked training loss (diffusion/rounding.py)."""
@@ -173,11 +183,8 @@ class FastDiSSTransformerModel(TransformerModel):
         def logits_fn(z0_hat):
             return self.rounding_logits(z0_hat, table)
 
-        def clamp_fn(z0_hat):
-            # the sampler's clamping: nearest content token, never a special symbol
-            logits = logits_fn(z0_hat).masked_fill(self.special_symbol_mask, float("-inf"))
-            return nn.functional.embedding(logits.max(-1).indices, table)
-
+        # the sampler's clamping (nearest content token at each real position), the same object
+        clamp_fn = TokenClamp(table, mask, lambda z: self.content_logits(z, table), self.rounding_logits)
         out = diffusion_training_pass(
             denoise, z0, mask, self.schedule, noise_cfg, logits_fn=logits_fn, target=tgt_tokens,
             clamp_fn=clamp_fn,
