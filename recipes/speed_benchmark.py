@@ -546,8 +546,14 @@ def write_report(rows, args):
     trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
     if trained:
         ar = trained.get("ar")
+        together = "FastDiSS and the peers" if args.train_fastdiss else "the peers"
+        # A FastDiSS log from elsewhere (--fastdiss-log) was written beside other jobs than the
+        # peers': its wps is not a like-for-like ratio, the same-batch benchmark is.
+        elsewhere = ("; FastDiSS's from its own log (--fastdiss-log), trained beside other jobs: "
+                     "recipes/benchmark_train_step.py compares the update on the same batches"
+                     if "fastdiss" in trained and not args.train_fastdiss else "")
         lines += ["Training target tokens/s (median of fairseq's wps over the log intervals after the first"
-                  + (", the models trained side by side" if args.train_side_by_side else "") + "): "
+                  + (f", {together} trained side by side" if args.train_side_by_side else "") + elsewhere + "): "
                   + ", ".join(f"{m} {v:.0f}" + (f" ({v / ar:.2f}x AR)" if ar and m != "ar" else "")
                               for m, v in trained.items()) + ".", ""]
     memory = "peak GPU MiB | peak RSS MiB" if gpu else "peak RSS MiB"
