@@ -63,12 +63,8 @@ class FastDiSSTransformerModel(TransformerModel):
         self.register_buffer("trained_t_min", torch.zeros(()))
         # Special symbols are never content: the sampler must not emit them.
         d = decoder.dictionary
-        self.register_buffer(
-            "special_symbol_mask",
-            torch.tensor([i in (d.pad(), d.bos(), d.eos()) for i in range(len(d))]),
-            persistent=False,
-        )
-        self.register_buffer("special_symbol_ids", self.special_symbol_mask.nonzero().squeeze(-1),
+        # Ids, not a (V,) mask: content_logits fills these few columns in place.
+        self.register_buffer("special_symbol_ids", torch.tensor(sorted({d.pad(), d.bos(), d.eos()})),
                              persistent=False)
 
     @classmethod
