@@ -164,3 +164,36 @@ def test_token_clamp_shortlist_searches_only_the_first_clamps_top_words():
         rows = later[r][mask[r]]
         chosen = {int((table == row).all(-1).nonzero()[0]) for row in rows}
         assert chosen <= first_words[r]
+
+
+@pytest.mark.parametrize("vocab", [6272, 6300, 2048, 700])  # whole blocks, a short last block, the smallest, a fallback
+def test_blockwise_max_and_topk_over_the_vocabulary_equal_torchs(vocab):
+    from fastdiss_fairseq.vocab_search import max_last, topk_last
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 37, vocab, generator=g) * 4
+    x[..., :4] = float("-inf")  # special symbols, as in the rounding logits
+    x[0, 0, -1] = 100.0  # a maximum in the short last block
+    x[1, 0, 7::64] = 50.0  # tied maxima in several blocks: the first one counts
+    x[2, 0, 5:9] = 60.0  # and within one block
+    values, index = max_last(x)
+    assert torch.equal(values, x.max(-1).values) and torch.equal(index, x.max(-1).indices)
+    assert index[1, 0] == 7 and index[2, 0] == 5
+    for k in (1, 8):
+        top_values, top_index = topk_last(x[:, 1:], k)
+        expected = x[:, 1:].topk(k, dim=-1)
+        assert torch.equal(top_values, expected.values) and torch.equal(top_index, expected.indices)
+
+
+def test_blockwise_search_reads_no_padding_past_the_vocabulary():
+    from fastdiss_fairseq.vocab_search import BLOCK, topk_last
+
+    # every word ties except a short last block of larger ones: topk must not return a clamped
+    # index twice or an index past the vocabulary
+    vocab = 70 * BLOCK + 3  # past the size where blocks are used for k = 8
+    x = torch.zeros(2, vocab)
+    x[:, -3:] = torch.tensor([5.0, 6.0, 7.0])
+    values, index = topk_last(x, 8)
+    assert index[:, :3].tolist() == [[vocab - 1, vocab - 2, vocab - 3]] * 2
+    assert values[:, 3:].eq(0).all() and index.lt(vocab).all()
+    assert all(len(set(row)) == 8 for row in index.tolist())
