@@ -27,19 +27,20 @@ BLOCK = 64
 MIN_VOCAB = 2048
 
 
-def _blocks(x: torch.Tensor) -> Tuple[torch.Tensor, int]:
-    """(..., V) -> the amax of each block of BLOCK entries (..., ceil(V / BLOCK)), and V."""
+def _blocks(x: torch.Tensor) -> torch.Tensor:
+    """(..., V) -> the amax of each block of BLOCK entries, (..., ceil(V / BLOCK))."""
     vocab = x.size(-1)
     full = vocab // BLOCK
     block_max = x[..., :full * BLOCK].unflatten(-1, (full, BLOCK)).amax(-1)
     if vocab % BLOCK:  # the short last block
         block_max = torch.cat([block_max, x[..., full * BLOCK:].amax(-1, keepdim=True)], -1)
-    return block_max, vocab
+    return block_max
 
 
-def _gather_blocks(x: torch.Tensor, blocks: torch.Tensor, vocab: int) -> Tuple[torch.Tensor, torch.Tensor]:
+def _gather_blocks(x: torch.Tensor, blocks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The entries of the given blocks (..., k) of each row -> their values and word ids, (..., k * BLOCK)
     each; positions past the vocabulary's end (in the short last block) read as -inf."""
+    vocab = x.size(-1)
     words = (blocks[..., None] * BLOCK + torch.arange(BLOCK, device=x.device)).flatten(-2)
     values = x.gather(-1, words.clamp(max=vocab - 1))
     return values.masked_fill(words >= vocab, float("-inf")), words
@@ -54,9 +55,8 @@ def max_last(x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """x.max(-1): (values, first maximal indices) over the last dimension."""
     if not _worth_it(x, 1):
         return tuple(x.max(-1))
-    block_max, vocab = _blocks(x)
-    values, block = block_max.max(-1)
-    entries, words = _gather_blocks(x, block[..., None], vocab)
+    values, block = _blocks(x).max(-1)
+    entries, words = _gather_blocks(x, block[..., None])
     return values, words.gather(-1, entries.max(-1, keepdim=True).indices).squeeze(-1)
 
 
@@ -64,7 +64,6 @@ def topk_last(x: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
     """x.topk(k, -1): the k largest values over the last dimension, largest first, and their indices."""
     if not _worth_it(x, k):
         return tuple(x.topk(k, dim=-1))
-    block_max, vocab = _blocks(x)
-    entries, words = _gather_blocks(x, block_max.topk(k, dim=-1).indices, vocab)
+    entries, words = _gather_blocks(x, _blocks(x).topk(k, dim=-1).indices)
     values, picked = entries.topk(k, dim=-1)
     return values, words.gather(-1, picked)
