@@ -166,9 +166,11 @@ def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tm
     assert levels(*load(tmp_path / "old.pt", **uniform)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
 
 
-def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, tiny_model):
+@pytest.mark.parametrize("normalize_before", [True, False])
+def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, tiny_model, normalize_before):
     """The generator computes the source side (cross-attention keys/values per sentence, the
-    source copy) once per call; the denoiser output must equal the per-candidate recomputation."""
+    source copy) once per call, and runs the layers on the real positions only (packed);
+    the denoiser output must equal the per-candidate, padded recomputation, pre- and post-norm."""
     from fairseq import checkpoint_utils
 
     ckpt, _ = tiny_model
@@ -177,20 +179,33 @@ def test_inference_cache_gives_the_denoiser_output_of_the_plain_pass(tiny_data, 
     torch.manual_seed(0)
     dim = model.decoder.layers[0].embed_dim
     model.decoder.source_copy_proj = torch.nn.Linear(dim, dim)  # exercise the cached copy too
+    for layer in model.decoder.layers:
+        layer.normalize_before = normalize_before
     task.load_dataset("test")
     batch = next(task.get_batch_iterator(task.dataset("test"), max_sentences=4).next_epoch_itr(shuffle=False))
+    src_lengths = batch["net_input"]["src_lengths"]
+    assert src_lengths.min() < src_lengths.max()  # the source side is padded too
     bsz, cands, n = batch["nsentences"], 3, 7
     with torch.no_grad():
-        enc = model.encoder(batch["net_input"]["src_tokens"], src_lengths=batch["net_input"]["src_lengths"])
+        enc = model.encoder(batch["net_input"]["src_tokens"], src_lengths=src_lengths)
         mask = torch.arange(n)[None, :] < torch.randint(2, n + 1, (bsz * cands, 1))
+        mask[0] = True  # one row without padding
         z_t, z_sc = torch.randn(2, bsz * cands, n, model.latent_dim)
         t = torch.rand(bsz * cands, 1).expand(-1, n)
         order = torch.arange(bsz).repeat_interleave(cands)
         plain = model.denoise(z_t, z_sc, t, mask, model.encoder.reorder_encoder_out(enc, order))
-        cache = model.decoder.inference_cache(enc, cands, mask)
-        for _ in range(2):  # a second step reuses the cache
-            cached = model.denoise(z_t, z_sc, t, mask, enc, cache=cache)
-            assert torch.allclose(plain[mask], cached[mask], atol=1e-5)
+        for packed in (True, False):
+            cache = model.decoder.inference_cache(enc, cands, mask, packed=packed)
+            assert (cache.packed is not None) == packed
+            for _ in range(2):  # a second step reuses the cache
+                cached = model.denoise(z_t, z_sc, t, mask, enc, cache=cache)
+                assert torch.allclose(plain[mask], cached[mask], atol=1e-5)
+            if packed:
+                assert not cached[~mask].any()  # nothing computed at the pad positions
+
+        # a layer option the packed forward does not implement keeps the padded path
+        model.decoder.layers[0].c_attn = torch.nn.Parameter(torch.ones(model.decoder.layers[0].nh))
+        assert model.decoder.inference_cache(enc, cands, mask).packed is None
 
 
 def test_eval_bleu_during_training_and_resume(tiny_data, tmp_path):

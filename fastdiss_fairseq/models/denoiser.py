@@ -8,7 +8,7 @@ token its own noise level.
 
 import math
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn as nn
@@ -17,6 +17,8 @@ from fairseq.models import FairseqDecoder
 from fairseq.models.transformer import TransformerConfig
 from fairseq.modules import LayerNorm, PositionalEmbedding
 from fairseq.modules.transformer_layer import TransformerDecoderLayerBase
+
+from .packed_layers import PackedPositions, attention_bias, packed_layer_forward, supports_packing
 
 
 def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -62,10 +64,20 @@ class InferenceCache:
         attend to B sentences' keys when a sentence's C candidates are contiguous); without it
         every step would recompute them for every candidate.
     source_copy: the projected uniform copy of the source (B*C, n, dim), or None.
+    packed: where the real positions lie, when the layers run on them alone (packed_layers.py);
+        None keeps fairseq's padded layer forward.
+    cross_keys, cross_values: each layer's (B, H, S, hd) cross-attention keys and values, the
+        tensors attention_state holds.
+    source_bias: (B, 1, 1, S) additive cross-attention scores, -inf at source padding; None
+        without source padding.
     """
 
     attention_state: Dict[str, Dict[str, Optional[torch.Tensor]]]
     source_copy: Optional[torch.Tensor]
+    packed: Optional[PackedPositions] = None
+    cross_keys: Optional[List[torch.Tensor]] = None
+    cross_values: Optional[List[torch.Tensor]] = None
+    source_bias: Optional[torch.Tensor] = None
 
 
 class DiffusionDenoiser(FairseqDecoder):
@@ -100,19 +112,23 @@ class DiffusionDenoiser(FairseqDecoder):
         levels, index = torch.unique(t, return_inverse=True)
         return self.time_mlp(timestep_features(levels, self.time_mlp[0].in_features).to(dtype))[index]
 
-    def inference_cache(self, encoder_out, candidates: int, mask) -> InferenceCache:
+    def inference_cache(self, encoder_out, candidates: int, mask, packed: bool = True) -> InferenceCache:
         """encoder_out of B sentences; each has `candidates` contiguous rows in the B*C batch
-        that `mask` (B*C, n) describes."""
+        that `mask` (B*C, n) describes. packed: run the layers on the real positions only,
+        where every layer allows it."""
         enc = encoder_out["encoder_out"][0]  # S x B x C
         enc_pad = encoder_out["encoder_padding_mask"]
         enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
         src_len, bsz, _ = enc.shape
         state: Dict[str, Dict[str, Optional[torch.Tensor]]] = {}
+        keys, values = [], []
         for layer in self.layers:
             attn = layer.encoder_attn
             k = attn.k_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
             v = attn.v_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
-            attn._set_input_buffer(state, {"prev_key": k.contiguous(), "prev_value": v.contiguous(),
+            keys.append(k.contiguous())
+            values.append(v.contiguous())
+            attn._set_input_buffer(state, {"prev_key": keys[-1], "prev_value": values[-1],
                                            "prev_key_padding_mask": enc_pad})
         source_copy = None
         if self.source_copy_proj is not None:
@@ -120,7 +136,11 @@ class DiffusionDenoiser(FairseqDecoder):
             source_copy = self.source_copy_proj(uniform_copy(
                 enc.index_select(1, rows), None if enc_pad is None else enc_pad.index_select(0, rows), mask,
             ))
-        return InferenceCache(state, source_copy)
+        if not (packed and all(supports_packing(layer) for layer in self.layers)):
+            return InferenceCache(state, source_copy)
+        source_bias = None if enc_pad is None else attention_bias(~enc_pad, enc.dtype)
+        return InferenceCache(state, source_copy, PackedPositions.from_mask(mask, enc.dtype), keys, values,
+                              source_bias)
 
     def forward(self, z_t, z_sc, t, mask, encoder_out, cache: Optional[InferenceCache] = None):
         """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d).
@@ -141,6 +161,8 @@ class DiffusionDenoiser(FairseqDecoder):
             x = x + cache.source_copy
         elif self.source_copy_proj is not None:
             x = x + self.source_copy_proj(uniform_copy(enc, enc_pad, mask))
+        if cache is not None and cache.packed is not None and not self.training:
+            return self._forward_packed(x, cache)
         x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
 
         self_pad = ~mask
@@ -157,6 +179,17 @@ class DiffusionDenoiser(FairseqDecoder):
         if self.layer_norm is not None:
             x = self.layer_norm(x)
         return self.output_proj(x.transpose(0, 1))
+
+    def _forward_packed(self, x, cache: InferenceCache):
+        """The layers on the real positions of x (B*C, n, dim) alone; zeros at the pad positions."""
+        pos = cache.packed
+        candidates = pos.rows // cache.cross_keys[0].size(0)
+        h = pos.pack(x)
+        for layer, key, value in zip(self.layers, cache.cross_keys, cache.cross_values):
+            h = packed_layer_forward(layer, h, pos, key, value, cache.source_bias, candidates)
+        if self.layer_norm is not None:
+            h = self.layer_norm(h)
+        return pos.unpack(self.output_proj(h))
 
     def max_positions(self):
         return self.max_target_positions
