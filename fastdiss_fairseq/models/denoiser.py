@@ -162,6 +162,7 @@ class DiffusionDenoiser(FairseqDecoder):
         elif self.source_copy_proj is not None:
             x = x + self.source_copy_proj(uniform_copy(enc, enc_pad, mask))
         if cache is not None and cache.packed is not None and not self.training:
+            # generation: the packed layers apply no dropout, so never while training
             return self._forward_packed(x, cache)
         x = self.dropout(x).transpose(0, 1)  # T x B x C, fairseq's layer layout
 
