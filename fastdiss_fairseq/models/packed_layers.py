@@ -1,16 +1,16 @@
 """The denoiser's layers at generation over the real positions only.
 
-A generation batch is padded to its longest candidate: with the speed table's model on
-de-en/test, 24 % of the positions are padding at length beam 1 and 29 % at length beam 5. A pad position never changes a
-real one (self-attention masks pad keys; every other operation is per position), so the
-projections and feed-forward blocks, nearly all of a layer's multiply-adds, run here on the
-N real rows packed together. Only the two attention products see the padded
-(rows, n) layout, through torch's scaled_dot_product_attention.
+A generation batch is padded to its longest candidate: with the speed table's model on de-en/test,
+24 % of the positions are padding at length beam 1 and 29 % at length beam 5. A pad position never
+changes a real one (self-attention masks pad keys; every other operation is per position), so the
+projections and feed-forward blocks, nearly all of a layer's multiply-adds, run here on the N real
+rows packed together. Only the two attention products see the padded (rows, n) layout, through
+torch's scaled_dot_product_attention.
 
 The weights are those of fairseq's TransformerDecoderLayerBase and the arithmetic is the same
-(pre- or post-norm, ReLU/GELU), so outputs differ from the padded path only by float rounding.
+(pre- or post-norm, its activation), so outputs differ from the padded path only by float rounding.
 Layers built with options this does not implement (head or residual scaling, extra layer norms,
-cross-self-attention, bias_kv) keep the padded path: see `supports_packing`.
+cross-self-attention, bias_kv, bias-free projections) keep the padded path: see `supports_packing`.
 """
 
 from dataclasses import dataclass
