@@ -8,7 +8,7 @@ token its own noise level.
 
 import math
 from dataclasses import dataclass
-from typing import Dict, List, Optional
+from typing import Dict, Optional
 
 import torch
 import torch.nn as nn
@@ -62,12 +62,10 @@ class InferenceCache:
     attention_state: fairseq incremental state holding every layer's cross-attention keys and
         values, computed once per *sentence* (fairseq's MultiheadAttention lets B x C queries
         attend to B sentences' keys when a sentence's C candidates are contiguous); without it
-        every step would recompute them for every candidate.
+        every step would recompute them for every candidate. Both layer forwards read them here.
     source_copy: the projected uniform copy of the source (B*C, n, dim), or None.
     packed: where the real positions lie, when the layers run on them alone (packed_layers.py);
         None keeps fairseq's padded layer forward.
-    cross_keys, cross_values: each layer's (B, H, S, hd) cross-attention keys and values, the
-        tensors attention_state holds.
     source_bias: (B, 1, 1, S) additive cross-attention scores, -inf at source padding; None
         without source padding.
     """
@@ -75,8 +73,6 @@ class InferenceCache:
     attention_state: Dict[str, Dict[str, Optional[torch.Tensor]]]
     source_copy: Optional[torch.Tensor]
     packed: Optional[PackedPositions] = None
-    cross_keys: Optional[List[torch.Tensor]] = None
-    cross_values: Optional[List[torch.Tensor]] = None
     source_bias: Optional[torch.Tensor] = None
 
 
@@ -121,14 +117,11 @@ class DiffusionDenoiser(FairseqDecoder):
         enc_pad = enc_pad[0] if len(enc_pad) > 0 else None
         src_len, bsz, _ = enc.shape
         state: Dict[str, Dict[str, Optional[torch.Tensor]]] = {}
-        keys, values = [], []
         for layer in self.layers:
             attn = layer.encoder_attn
             k = attn.k_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
             v = attn.v_proj(enc).view(src_len, bsz, attn.num_heads, attn.head_dim).permute(1, 2, 0, 3)
-            keys.append(k.contiguous())
-            values.append(v.contiguous())
-            attn._set_input_buffer(state, {"prev_key": keys[-1], "prev_value": values[-1],
+            attn._set_input_buffer(state, {"prev_key": k.contiguous(), "prev_value": v.contiguous(),
                                            "prev_key_padding_mask": enc_pad})
         source_copy = None
         if self.source_copy_proj is not None:
@@ -139,8 +132,7 @@ class DiffusionDenoiser(FairseqDecoder):
         if not (packed and all(supports_packing(layer) for layer in self.layers)):
             return InferenceCache(state, source_copy)
         source_bias = None if enc_pad is None else attention_bias(~enc_pad, enc.dtype)
-        return InferenceCache(state, source_copy, PackedPositions.from_mask(mask, enc.dtype), keys, values,
-                              source_bias)
+        return InferenceCache(state, source_copy, PackedPositions.from_mask(mask, enc.dtype), source_bias)
 
     def forward(self, z_t, z_sc, t, mask, encoder_out, cache: Optional[InferenceCache] = None):
         """z_t, z_sc: (B, n, d); t: (B, n); mask: (B, n) True at real tokens -> z0_hat (B, n, d).
@@ -184,10 +176,12 @@ class DiffusionDenoiser(FairseqDecoder):
     def _forward_packed(self, x, cache: InferenceCache):
         """The layers on the real positions of x (B*C, n, dim) alone; zeros at the pad positions."""
         pos = cache.packed
-        candidates = pos.rows // cache.cross_keys[0].size(0)
         h = pos.pack(x)
-        for layer, key, value in zip(self.layers, cache.cross_keys, cache.cross_values):
-            h = packed_layer_forward(layer, h, pos, key, value, cache.source_bias, candidates)
+        for layer in self.layers:
+            # the (B, H, S, hd) keys and values inference_cache stored for fairseq's padded path
+            source = layer.encoder_attn._get_input_buffer(cache.attention_state)
+            key, value = source["prev_key"], source["prev_value"]
+            h = packed_layer_forward(layer, h, pos, key, value, cache.source_bias, pos.rows // key.size(0))
         if self.layer_norm is not None:
             h = self.layer_norm(h)
         return pos.unpack(self.output_proj(h))
