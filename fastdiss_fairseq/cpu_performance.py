@@ -14,7 +14,9 @@ Measured on this project's 2-core development machine (docs/measurements.md, sev
   inputs and float32 accumulation, on CPUs that have the instructions (AMX, AVX512-BF16); it is
   torch.set_float32_matmul_precision, the CPU's counterpart of TF32 on GPUs, and changes the
   numbers slightly. With it, PyTorch's fused CPU attention kernel became several times slower
-  than the plain matmul + softmax one, so that kernel is switched off on machines without CUDA.
+  than the plain matmul + softmax one on float32 inputs, so that kernel is switched off on
+  machines without CUDA, unless the attention runs in bfloat16 (`--decoding-dtype bfloat16`),
+  where the fused kernel is the fast one (`use_fused_cpu_attention`).
 """
 
 import ctypes
@@ -58,8 +60,7 @@ def apply_cpu_settings(matmul_precision: str = "highest", tune: bool = True) -> 
             f"--fp32-matmul-precision must be one of {MATMUL_PRECISIONS}, got {matmul_precision!r}"
         )
     torch.set_float32_matmul_precision(matmul_precision)
-    if matmul_precision != "highest" and not torch.cuda.is_available():
-        torch.backends.cuda.enable_flash_sdp(False)  # the flag also selects the CPU kernel
+    use_fused_cpu_attention(torch.float32)
     if tune:
         allocator = keep_freed_memory_in_heap()
         flushed = torch.set_flush_denormal(True)
@@ -67,3 +68,20 @@ def apply_cpu_settings(matmul_precision: str = "highest", tune: bool = True) -> 
             "fastdiss CPU settings: fp32 matmul precision %s, allocator keeps freed memory: %s, "
             "denormals flushed: %s", matmul_precision, allocator, flushed,
         )
+
+
+def use_fused_cpu_attention(attention_dtype: torch.dtype) -> None:
+    """Chooses PyTorch's CPU kernel of scaled_dot_product_attention for attention run in
+    `attention_dtype`, after the float32 matrix-product precision is set.
+
+    The fused (flash) kernel is slow on float32 inputs under reduced precision (a 500 x 30-position
+    self-attention, 2 threads: 55 ms against 12 ms at `highest`; its backward 49 ms), and the
+    plain matmul + softmax kernel then wins. On bfloat16 inputs the fused kernel takes 12 ms and
+    the plain one, which works on float32 copies of its inputs, is the slow one: a bfloat16
+    decode spent 1.5-1.7x as long in the denoiser with it (docs/measurements.md, thirty-third
+    session). One process-wide flag (torch's, named for CUDA) selects the CPU kernel, so the
+    last caller decides. At `highest` precision, and on GPUs, the flag is left as it is.
+    """
+    if torch.cuda.is_available() or torch.get_float32_matmul_precision() == "highest":
+        return
+    torch.backends.cuda.enable_flash_sdp(attention_dtype != torch.float32)

@@ -72,9 +72,10 @@ class Sweep:
             raise FastDiSSError(f"no checkpoint {args.path}")
         self.args = args
         self.use_cuda = torch.cuda.is_available() and not args.cpu
-        models, _, self.task = checkpoint_utils.load_model_ensemble_and_task(
-            [args.path], arg_overrides={"data": args.data}
-        )
+        overrides = {"data": args.data}
+        if getattr(args, "fp32_matmul_precision", None):  # else the checkpoint's, as fairseq-generate's
+            overrides["fp32_matmul_precision"] = args.fp32_matmul_precision
+        models, _, self.task = checkpoint_utils.load_model_ensemble_and_task([args.path], arg_overrides=overrides)
         self.model = models[0].eval()
         if self.use_cuda:
             self.model.cuda()

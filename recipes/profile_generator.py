@@ -71,7 +71,7 @@ def load(args):
     sweep = Sweep(argparse.Namespace(
         data=args.data, path=args.path, subset=args.subset, batch_size=args.batch_size, max_tokens=None,
         length_beam=args.length_beam, noise_samples=None, seed=1, remove_bpe="subword_nmt",
-        tokenizer="none", cpu=True,
+        tokenizer="none", cpu=True, fp32_matmul_precision=args.fp32_matmul_precision,
     ))
     # given options go through the task's build_generator, as fairseq-generate's would
     generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype", "sampler_update")
@@ -104,11 +104,7 @@ def main(argv=None):
     import torch
 
     torch.manual_seed(1)
-    task, model, generator, batches = load(args)
-    if args.fp32_matmul_precision:  # after the task's own setting, which load() applied
-        from fastdiss_fairseq.cpu_performance import apply_cpu_settings
-
-        apply_cpu_settings(args.fp32_matmul_precision)
+    task, model, generator, batches = load(args)  # the task applies --fp32-matmul-precision
     totals = defaultdict(float)
     model.encoder.forward = timed(model.encoder.forward, totals, "encoder")
     model.encoder.reorder_encoder_out = timed(model.encoder.reorder_encoder_out, totals, "encoder reorder")

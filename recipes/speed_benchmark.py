@@ -85,7 +85,8 @@ PEERS = {
 # the CLI starts, so fairseq's own AR and CMLM models decode under the same ones as FastDiSS.
 # HALF_IS_BFLOAT16=1 makes Module.half() cast to bfloat16: with it, fairseq-generate's --fp16
 # (its only cast: model.half() after loading) decodes fairseq's AR and CMLM models in bfloat16,
-# as the plugin's --decoding-dtype bfloat16 does with FastDiSS (stock fairseq has no bf16 option).
+# as the plugin's --decoding-dtype bfloat16 does with FastDiSS (stock fairseq has no bf16 option),
+# and picks the attention kernel for bfloat16 inputs as the plugin then does.
 # SYNC_CUDA_TIMER=1 (GPU runs): the CUDA context and the matrix-product library are set up before
 # the CLI starts (one-time costs a long-running server pays once, not per batch), and fairseq's
 # generation timer waits for the GPU when it starts and stops, so queued kernels are charged to
@@ -106,6 +107,8 @@ PEAK_RSS_WRAPPER = (
     "if os.environ.get('HALF_IS_BFLOAT16'):\n"
     "    import torch\n"
     "    torch.nn.Module.half = lambda module: module.to(torch.bfloat16)\n"
+    "    from fastdiss_fairseq.cpu_performance import use_fused_cpu_attention\n"
+    "    use_fused_cpu_attention(torch.bfloat16)\n"
     "try:\n    (runpy.run_path if sys.argv[0].endswith('.py') else runpy.run_module)(sys.argv[0], run_name='__main__')\n"
     "finally:\n    print(f'PEAK_RSS_KB {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}', file=sys.stderr)\n"
     "    if os.environ.get('SYNC_CUDA_TIMER'):\n"

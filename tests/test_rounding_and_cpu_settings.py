@@ -88,6 +88,28 @@ def test_cpu_settings_reject_an_unknown_precision_and_set_a_known_one():
         torch.backends.cuda.enable_flash_sdp(flash)
 
 
+def test_fused_cpu_attention_is_off_only_for_float32_attention_under_reduced_precision():
+    from fastdiss_fairseq.cpu_performance import apply_cpu_settings, use_fused_cpu_attention
+
+    if torch.cuda.is_available():
+        pytest.skip("the CPU kernel choice; GPUs are left alone")
+    before = torch.get_float32_matmul_precision()
+    flash = torch.backends.cuda.flash_sdp_enabled()
+    try:
+        apply_cpu_settings("medium", tune=False)
+        use_fused_cpu_attention(torch.bfloat16)  # a model cast for --decoding-dtype bfloat16
+        assert torch.backends.cuda.flash_sdp_enabled()
+        use_fused_cpu_attention(torch.float32)
+        assert not torch.backends.cuda.flash_sdp_enabled()
+        apply_cpu_settings("highest", tune=False)
+        for dtype in (torch.float32, torch.bfloat16):  # at highest, the caller's flag stays
+            use_fused_cpu_attention(dtype)
+            assert not torch.backends.cuda.flash_sdp_enabled()
+    finally:
+        torch.set_float32_matmul_precision(before)
+        torch.backends.cuda.enable_flash_sdp(flash)
+
+
 def test_allocator_setting_reports_whether_it_applied():
     from fastdiss_fairseq.cpu_performance import keep_freed_memory_in_heap
 

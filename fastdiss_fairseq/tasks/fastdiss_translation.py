@@ -18,7 +18,7 @@ from omegaconf import II
 import torch
 
 from .. import safeguards
-from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings
+from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings, use_fused_cpu_attention
 from ..diffusion.sampler import SAMPLER_UPDATES, SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
 from ..generator import DECODING_DTYPES, RANKINGS, FastDiSSGenerator, GeneratorConfig
@@ -179,6 +179,7 @@ class FastDiSSTranslationTask(TranslationTask):
         if cfg.decoding_dtype == "bfloat16" and not self._building_model:
             for model in models:  # fairseq-generate's own --fp16 casts the same way, in place
                 model.to(torch.bfloat16)
+            use_fused_cpu_attention(torch.bfloat16)
         return FastDiSSGenerator(self.target_dictionary, cfg)
 
     @contextmanager
