@@ -461,3 +461,24 @@ def test_training_noise_defaults_match_the_criterions():
             assert f.default is not criterion.scp_shared_noise
         else:
             assert getattr(criterion, f.name) == f.default, f.name
+
+
+def test_packed_positions_round_trip_and_scratch_keeps_zero_padding():
+    from fastdiss_fairseq.models.packed_layers import PackedPositions
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    pos = PackedPositions.from_mask(mask, torch.float32)
+    x = torch.randn(2, 3, 4)
+    packed = pos.pack(x)
+    assert torch.equal(packed, x[mask])
+    for scratch in (False, True):
+        out = pos.unpack(packed, scratch=scratch)
+        assert torch.equal(out[mask], x[mask]) and not out[~mask].any()
+    # a second scratch unpack of the same width reuses the buffer: new real rows, pad rows still zero
+    again = pos.unpack(packed * 2, scratch=True)
+    assert again.data_ptr() == out.data_ptr()
+    assert torch.equal(again[mask], 2 * x[mask]) and not again[~mask].any()
+    # another width (or dtype) gets its own buffer; a plain unpack never shares one
+    assert pos.unpack(torch.ones(3, 5), scratch=True).data_ptr() != again.data_ptr()
+    assert pos.unpack(packed).data_ptr() != again.data_ptr()

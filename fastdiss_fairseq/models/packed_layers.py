@@ -13,7 +13,8 @@ Layers built with options this does not implement (head or residual scaling, ext
 cross-self-attention, bias_kv, bias-free projections) keep the padded path: see `supports_packing`.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Dict, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,8 @@ class PackedPositions:
     key_bias: torch.Tensor
     rows: int
     width: int
+    # unpack(..., scratch=True)'s buffers, one per (channels, dtype): zeroed once per batch
+    _scratch: Dict[Tuple[int, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_mask(cls, mask: torch.Tensor, dtype: torch.dtype) -> "PackedPositions":
@@ -41,9 +44,21 @@ class PackedPositions:
         """(rows, n, C) -> (N, C)."""
         return x.reshape(self.rows * self.width, -1).index_select(0, self.flat_index)
 
-    def unpack(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C) -> (rows, n, C), zeros at the pad positions."""
-        out = x.new_zeros(self.rows * self.width, x.size(-1))
+    def unpack(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """(N, C) -> (rows, n, C), zeros at the pad positions.
+
+        scratch: write into a buffer this batch keeps for the width C and reuses at the next
+        scratch unpack of that width, for an input the caller consumes at once (the attention's
+        q/k/v). Only real rows are ever written into it, so its pad rows stay zero, and the
+        zeroing, a pass over the whole padded grid, is paid once per batch, not at every call.
+        """
+        if not scratch:
+            out = x.new_zeros(self.rows * self.width, x.size(-1))
+        else:
+            key = (x.size(-1), x.dtype)
+            out = self._scratch.get(key)
+            if out is None:
+                out = self._scratch[key] = x.new_zeros(self.rows * self.width, x.size(-1))
         out.index_copy_(0, self.flat_index, x)
         return out.view(self.rows, self.width, -1)
 
@@ -87,14 +102,14 @@ def _self_attention(attn, x, pos: PackedPositions) -> torch.Tensor:
     # q, k and v in one product and one unpacking
     weight = torch.cat([attn.q_proj.weight, attn.k_proj.weight, attn.v_proj.weight])
     bias = torch.cat([attn.q_proj.bias, attn.k_proj.bias, attn.v_proj.bias])
-    q, k, v = _heads(pos.unpack(F.linear(x, weight, bias)), 3 * attn.num_heads).chunk(3, dim=-3)
+    q, k, v = _heads(pos.unpack(F.linear(x, weight, bias), scratch=True), 3 * attn.num_heads).chunk(3, dim=-3)
     return attn.out_proj(pos.pack(_merge_heads(_attend(q, k, v, pos.key_bias))))
 
 
 def _cross_attention(attn, x, pos: PackedPositions, key, value, source_bias, candidates: int) -> torch.Tensor:
     """key, value: (B, H, S, hd), one per sentence; a sentence's `candidates` rows are
     contiguous, so its queries are stacked into one (C*n)-long sequence against its keys."""
-    q = pos.unpack(attn.q_proj(x))  # (B*C, n, dim)
+    q = pos.unpack(attn.q_proj(x), scratch=True)  # (B*C, n, dim)
     bsz = key.size(0)
     q = _heads(q.view(bsz, candidates * pos.width, -1), attn.num_heads)
     out = _attend(q, key, value, source_bias)
