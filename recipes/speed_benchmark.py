@@ -14,7 +14,9 @@ updates (an update budget, unlike a time budget, does not depend on what else th
     the same --batch-size and threads;
   * per configuration: SacreBLEU (detokenized), sentences/s and target tokens/s of the
     generator (fairseq's own timer; median of --repeats timed runs after a warm-up run) and of
-    the whole process, and peak resident memory;
+    the whole process, and peak resident memory; AR beam 5, the reference of every ratio, is
+    timed first and again after the last row, so that a drift of the host's speed during the
+    run shows in the report instead of biasing the ratios;
   * writes docs/speed.{json,md,png} (SacreBLEU against sentences/s, log x), with every trained
     model's training target tokens/s (fairseq's wps) above the table.
 
@@ -221,6 +223,9 @@ def generate_command(args, data, ckpt, model, extra):
     return command, env, dtype
 
 
+REFERENCE = "AR beam 5"  # the row every speed ratio is taken against
+
+
 def configurations(quick):
     steps = [1, 5] if quick else [1, 2, 5, 10, 20, 50]
     confs = [("AR beam 5", "ar", ["--beam", "5"]), ("AR greedy", "ar", ["--beam", "1"])]
@@ -363,7 +368,7 @@ def main(argv=None):
         if unknown:
             sys.exit(f"speed_benchmark: error: no configuration named {sorted(unknown)}; "
                      f"choose from {[name for name, _, _ in confs]}")
-        confs = [c for c in confs if c[0] in args.only or c[0] == "AR beam 5"]
+        confs = [c for c in confs if c[0] in args.only or c[0] == REFERENCE]
     data = args.data or os.path.join(args.work, "data-bin")
     fastdiss = args.fastdiss or os.path.join(
         args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
@@ -469,19 +474,31 @@ def main(argv=None):
             runs, dtype = in_one_process[name]
         else:
             runs, dtype = measure_in_own_processes(args, data, ckpts[model], model, extra, gen_path)
+        if name == REFERENCE:
+            first_runs = runs
         with open(gen_path, encoding="utf-8") as f:
             bleu = score_generate_output(f.read(), refs, detok_lang="en")["sacrebleu"]
         row = {"config": name, "model": model, "updates": updates[model], "measured": time.strftime("%Y-%m-%d"),
-               "decoding_dtype": dtype, "sacrebleu": bleu,
-               "sentences_per_s": statistics.median(x[0] for x in runs),
-               "tokens_per_s": statistics.median(x[1] for x in runs),
-               "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
-               "peak_rss_mib": max(x[3] for x in runs) / 1024, "timed_runs": len(runs)}
-        if args.device == "cuda":
-            row["peak_gpu_mib"] = max(x[4] for x in runs) / 2**20
+               "decoding_dtype": dtype, "sacrebleu": bleu, **run_figures(runs, args.device)}
         rows.append(row)
         log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
+        by_name = {**kept, **{r["config"]: r for r in rows}}
+        write_report([by_name[n] for n in order if n in by_name], args)
+    if len(rows) > 1:
+        # The reference is timed again after the last row: a shared host's speed can drift by a
+        # third within a run, which would bias every ratio one way; its row and the ratios take
+        # the median of both sets of timed runs, and the report gives both.
+        reference = next(c for c in confs if c[0] == REFERENCE)
+        if args.one_process_per_model:
+            again, _ = measure_in_one_process(args, data, ckpts["ar"], [reference])[REFERENCE]
+        else:
+            again, _ = measure_in_own_processes(args, data, ckpts["ar"], "ar", reference[2],
+                                                row_output(args, REFERENCE))
+        reference_row = next(r for r in rows if r["config"] == REFERENCE)
+        retime_reference(reference_row, first_runs, again)
+        log(f"{REFERENCE} again: {reference_row['sentences_per_s_last']:.1f} sent/s "
+            f"(first {reference_row['sentences_per_s_first']:.1f})")
         by_name = {**kept, **{r["config"]: r for r in rows}}
         write_report([by_name[n] for n in order if n in by_name], args)
     if args.device != "cpu" or "fastdiss" not in decoded:  # recipes/profile_generator.py times CPU work
@@ -496,6 +513,26 @@ def main(argv=None):
                         "--decoding-dtype", args.decoding_dtype,
                         "--json", os.path.join(args.out, f"{name}_profile.json")],
                        stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
+
+
+def run_figures(runs, device):
+    """A row's speed and memory figures from its timed runs (medians; peaks)."""
+    figures = {"sentences_per_s": statistics.median(x[0] for x in runs),
+               "tokens_per_s": statistics.median(x[1] for x in runs),
+               "end_to_end_sentences_per_s": statistics.median(x[2] for x in runs),
+               "peak_rss_mib": max(x[3] for x in runs) / 1024, "timed_runs": len(runs)}
+    if device == "cuda":
+        figures["peak_gpu_mib"] = max(x[4] for x in runs) / 2**20
+    return figures
+
+
+def retime_reference(row, first, again):
+    """The reference row timed before the other rows (`first` runs) and after them (`again`):
+    its figures become those of all its runs together, and both medians are kept."""
+    device = "cuda" if "peak_gpu_mib" in row else "cpu"
+    row.update(run_figures(first + again, device),
+               sentences_per_s_first=statistics.median(x[0] for x in first),
+               sentences_per_s_last=statistics.median(x[0] for x in again))
 
 
 def previous_rows(args):
@@ -532,7 +569,7 @@ def write_report(rows, args):
     name = report_name(args)
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
-    ar5 = next(r for r in rows if r["config"] == "AR beam 5")
+    ar5 = next(r for r in rows if r["config"] == REFERENCE)
     gpu = args.device == "cuda"
     where = "QUICK smoke run" if args.quick else (f"GPU: {device_name()}" if gpu else "CPU")
     (dim, ffn, heads, layers), _ = SIZES[args.size]
@@ -559,6 +596,11 @@ def write_report(rows, args):
                   + (f", {together} trained side by side" if args.train_side_by_side else "") + elsewhere + "): "
                   + ", ".join(f"{m} {v:.0f}" + (f" ({v / ar:.2f}x AR)" if ar and m != "ar" else "")
                               for m, v in trained.items()) + ".", ""]
+    if "sentences_per_s_last" in ar5:
+        first, last = ar5["sentences_per_s_first"], ar5["sentences_per_s_last"]
+        lines += [f"{REFERENCE}, the reference of the ratios, was timed before the other rows and again after "
+                  f"them: {first:.1f} and {last:.1f} sentences/s (the host's speed moved {100 * (last / first - 1):+.0f} % "
+                  "during the run); its row and the ratios use the median of both sets of timed runs.", ""]
     memory = "peak GPU MiB | peak RSS MiB" if gpu else "peak RSS MiB"
     lines += [f"| configuration | dtype | updates | measured | SacreBLEU | sentences/s | tokens/s | end-to-end sent/s | {memory} | speed vs AR beam 5 | timed runs |",
               "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if gpu else "")]

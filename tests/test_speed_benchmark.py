@@ -72,7 +72,8 @@ def test_the_gpu_speed_check_runs_end_to_end_on_the_cpu(tiny_data, tmp_path):
     assert report["settings"]["fastdiss_updates"] == 2 and report["settings"]["peer_updates"] == {"ar": 2, "cmlm": 2}
     rows = {r["config"]: r for r in report["rows"]}
     assert len(rows) == 16 and {"AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)", "FastDiSS 50 st. (L=5)"} <= set(rows)
-    assert all(r["sentences_per_s"] > 0 and r["timed_runs"] == 1 for r in rows.values())
+    assert all(r["sentences_per_s"] > 0 and r["timed_runs"] == (2 if c == "AR beam 5" else 1) for c, r in rows.items())
+    assert rows["AR beam 5"]["sentences_per_s_first"] > 0 and rows["AR beam 5"]["sentences_per_s_last"] > 0
     assert (out / "speed.md").read_text().count("\n| ") == 17  # header and 16 rows
     assert (out / "machine.txt").exists() and (out / "speed.png").exists()
     assert (out / "speed_profile.md").exists()  # on the CPU the generator profile runs too
@@ -129,7 +130,7 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
         "device": "cpu"}, "rows": [old]}))
     common = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2"]
     speed_benchmark.main(common + ["--only", "FastDiSS 5 st. (L=1)"])
-    assert decoded == [("ar", "peer_ar"), ("fastdiss", "scp_mans.seed1")]
+    assert decoded == [("ar", "peer_ar"), ("fastdiss", "scp_mans.seed1"), ("ar", "peer_ar")]  # AR timed again
     report = json.load(open(out / "speed.json"))
     assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
     assert report["settings"]["peer_updates"] == {"ar": 42}
@@ -143,8 +144,38 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     decoded.clear()
     monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: pytest.fail("profiled"))
     speed_benchmark.main(common + ["--only", "CMLM 10 it."])
-    assert decoded == [("ar", "peer_ar"), ("cmlm", "peer_cmlm")]
+    assert decoded == [("ar", "peer_ar"), ("cmlm", "peer_cmlm"), ("ar", "peer_ar")]
     report = json.load(open(out / "speed.json"))
     assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
     assert report["settings"]["fastdiss_updates"] == 42  # the kept FastDiSS row's
     assert "FastDiSS 42, AR 42, CMLM 42" in (out / "speed.md").read_text()
+
+
+def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monkeypatch, tmp_path):
+    """A host whose speed drifts during the run: AR beam 5 is timed first and after the last row,
+    its figures are the median of all its runs, and the report names both medians."""
+    work, out = tmp_path / "work", tmp_path / "docs"
+    (work / "data-bin" / "refs").mkdir(parents=True)
+    (work / "data-bin" / "refs" / "test.en").write_text("a house .\n")
+    for model in ("scp_mans.seed1", "peer_ar"):
+        (work / model).mkdir()
+        (work / model / "checkpoint_last.pt").write_text("")
+    speeds = iter([[100.0, 110.0, 120.0], [50.0], [150.0, 160.0, 170.0]])  # AR, FastDiSS, AR again
+
+    def fake_measure(args, data, ckpt, model, extra, gen_path):
+        with open(gen_path, "w") as f:
+            f.write("S-0\tein Haus .\nH-0\t-0.1\ta house .\nD-0\t-0.1\ta house .\n")
+        return [(v, 4 * v, v / 2, 2048, 0) for v in next(speeds)], "float32"
+
+    monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
+    monkeypatch.setattr(speed_benchmark, "checkpoint_updates", lambda path: 42)
+    monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: None)  # the profile
+    speed_benchmark.main(["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42",
+                          "--threads", "2", "--only", "FastDiSS 5 st. (L=1)"])
+    rows = {r["config"]: r for r in json.load(open(out / "speed.json"))["rows"]}
+    ar = rows["AR beam 5"]
+    assert (ar["sentences_per_s_first"], ar["sentences_per_s_last"]) == (110.0, 160.0)
+    assert ar["sentences_per_s"] == 135.0 and ar["timed_runs"] == 6  # the median of all six runs
+    report = (out / "speed.md").read_text()
+    assert "110.0 and 160.0 sentences/s (the host's speed moved +45 % during the run)" in report
+    assert "| FastDiSS 5 st. (L=1) |" in report and "| 0.37x |" in report  # 50 / 135
