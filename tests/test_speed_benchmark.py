@@ -100,22 +100,33 @@ def test_a_row_in_its_own_processes_times_the_runs_after_the_warm_up(monkeypatch
     assert [r[0] for r in runs] == [2000 / 60.0]  # a long warm-up is the one timed run
 
 
-def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_path):
-    """--no-train --only 'FastDiSS 5 st. (L=1)' decodes FastDiSS and AR beam 5 (the reference):
-    it runs without a CMLM checkpoint, keeps the other rows of the existing report, and names
-    the CMLM checkpoint in a one-line error when a CMLM row is asked for."""
+def benchmark_work_folder(tmp_path):
+    """(work, out): a --work folder with the references and empty FastDiSS and AR checkpoints
+    (the decodes are faked), and the report folder's path."""
     work, out = tmp_path / "work", tmp_path / "docs"
     (work / "data-bin" / "refs").mkdir(parents=True)
     (work / "data-bin" / "refs" / "test.en").write_text("a house .\n")
     for model in ("scp_mans.seed1", "peer_ar"):
         (work / model).mkdir()
         (work / model / "checkpoint_last.pt").write_text("")
+    return work, out
+
+
+def write_one_hypothesis(gen_path):
+    with open(gen_path, "w") as f:
+        f.write("S-0\tein Haus .\nH-0\t-0.1\ta house .\nD-0\t-0.1\ta house .\n")
+
+
+def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_path):
+    """--no-train --only 'FastDiSS 5 st. (L=1)' decodes FastDiSS and AR beam 5 (the reference):
+    it runs without a CMLM checkpoint, keeps the other rows of the existing report, and names
+    the CMLM checkpoint in a one-line error when a CMLM row is asked for."""
+    work, out = benchmark_work_folder(tmp_path)
     decoded = []
 
     def fake_measure(args, data, ckpt, model, extra, gen_path):
         decoded.append((model, os.path.basename(os.path.dirname(ckpt))))
-        with open(gen_path, "w") as f:
-            f.write("S-0\tein Haus .\nH-0\t-0.1\ta house .\nD-0\t-0.1\ta house .\n")
+        write_one_hypothesis(gen_path)
         return [(10.0, 40.0, 5.0, 2048, 0)], "float32"
 
     monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
@@ -154,17 +165,11 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
 def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monkeypatch, tmp_path):
     """A host whose speed drifts during the run: AR beam 5 is timed first and after the last row,
     its figures are the median of all its runs, and the report names both medians."""
-    work, out = tmp_path / "work", tmp_path / "docs"
-    (work / "data-bin" / "refs").mkdir(parents=True)
-    (work / "data-bin" / "refs" / "test.en").write_text("a house .\n")
-    for model in ("scp_mans.seed1", "peer_ar"):
-        (work / model).mkdir()
-        (work / model / "checkpoint_last.pt").write_text("")
+    work, out = benchmark_work_folder(tmp_path)
     speeds = iter([[100.0, 110.0, 120.0], [50.0], [150.0, 160.0, 170.0]])  # AR, FastDiSS, AR again
 
     def fake_measure(args, data, ckpt, model, extra, gen_path):
-        with open(gen_path, "w") as f:
-            f.write("S-0\tein Haus .\nH-0\t-0.1\ta house .\nD-0\t-0.1\ta house .\n")
+        write_one_hypothesis(gen_path)
         return [(v, 4 * v, v / 2, 2048, 0) for v in next(speeds)], "float32"
 
     monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
