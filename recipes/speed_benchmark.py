@@ -465,6 +465,11 @@ def main(argv=None):
     updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
     os.environ["FASTDISS_MATMUL_PRECISION"] = args.fp32_matmul_precision
     in_one_process = {}
+
+    def write_rows():  # the report so far: this run's rows, and the kept ones it did not re-measure
+        by_name = {**kept, **{r["config"]: r for r in rows}}
+        write_report([by_name[n] for n in order if n in by_name], args)
+
     for name, model, extra in confs:
         gen_path = row_output(args, name)
         if args.one_process_per_model and name not in in_one_process:  # this model's rows, all at once
@@ -483,8 +488,7 @@ def main(argv=None):
         rows.append(row)
         log(f"{name:<24} SacreBLEU {bleu:6.2f}  {row['sentences_per_s']:8.1f} sent/s  "
             f"{row['tokens_per_s']:9.1f} tok/s  {row['peak_rss_mib']:.0f} MiB")
-        by_name = {**kept, **{r["config"]: r for r in rows}}
-        write_report([by_name[n] for n in order if n in by_name], args)
+        write_rows()
     if len(rows) > 1:
         # The reference is timed again after the last row: a shared host's speed can drift by a
         # third within a run, which would bias every ratio one way; its row and the ratios take
@@ -496,11 +500,10 @@ def main(argv=None):
             again, _ = measure_in_own_processes(args, data, ckpts["ar"], "ar", reference[2],
                                                 row_output(args, REFERENCE))
         reference_row = next(r for r in rows if r["config"] == REFERENCE)
-        retime_reference(reference_row, first_runs, again)
+        retime_reference(reference_row, first_runs, again, args.device)
         log(f"{REFERENCE} again: {reference_row['sentences_per_s_last']:.1f} sent/s "
             f"(first {reference_row['sentences_per_s_first']:.1f})")
-        by_name = {**kept, **{r["config"]: r for r in rows}}
-        write_report([by_name[n] for n in order if n in by_name], args)
+        write_rows()
     if args.device != "cpu" or "fastdiss" not in decoded:  # recipes/profile_generator.py times CPU work
         return
     log("profiling the generator at 5 steps, length beam 5")
@@ -526,10 +529,9 @@ def run_figures(runs, device):
     return figures
 
 
-def retime_reference(row, first, again):
+def retime_reference(row, first, again, device):
     """The reference row timed before the other rows (`first` runs) and after them (`again`):
     its figures become those of all its runs together, and both medians are kept."""
-    device = "cuda" if "peak_gpu_mib" in row else "cpu"
     row.update(run_figures(first + again, device),
                sentences_per_s_first=statistics.median(x[0] for x in first),
                sentences_per_s_last=statistics.median(x[0] for x in again))
