@@ -13,6 +13,7 @@ rounding (the generator's, not this) always searches the whole vocabulary.
 from typing import Callable, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from fastdiss_fairseq.vocab_search import max_last, topk_last
 
@@ -74,13 +75,20 @@ class TokenClamp:
         self.logits_fn = logits_fn
         self.shortlist_logits_fn = shortlist_logits_fn
         self.k = min(shortlist, table.size(0))
+        # Flat indices of the real and the pad positions of the (rows * n) grid, found once:
+        # index_select / index_copy_ with them are about twice as fast on the CPU as boolean-mask
+        # indexing and torch.where over the (rows, n, d) latents, at every clamp of the batch.
+        flat_mask = mask.reshape(-1)
+        self.real_index = flat_mask.nonzero().squeeze(1)
+        self.pad_index = flat_mask.logical_not().nonzero().squeeze(1)
         self.words: Optional[torch.Tensor] = None  # (rows, S), after the first clamp
         self.word_latents: Optional[torch.Tensor] = None  # table[words], (rows, S, d), gathered once
 
     def __call__(self, z0_hat: torch.Tensor) -> torch.Tensor:
         if self.words is not None:
             return self._clamp_to_shortlist(z0_hat)
-        real = z0_hat[self.mask]  # padding is never read: only real positions are searched
+        # padding is never read: only real positions are searched
+        real = z0_hat.reshape(-1, z0_hat.size(-1)).index_select(0, self.real_index)
         if self.k:
             values, top = top_k_rows(real, self.logits_fn, self.k)
             row_of = self.mask.nonzero()[:, 0]
@@ -91,10 +99,13 @@ class TokenClamp:
         else:
             tokens = round_rows(real, self.logits_fn, scores=False)[0]
         clamped = z0_hat.clone()
-        clamped[self.mask] = self.table[tokens]
+        clamped.view(-1, clamped.size(-1)).index_copy_(0, self.real_index, F.embedding(tokens, self.table))
         return clamped
 
     def _clamp_to_shortlist(self, z0_hat: torch.Tensor) -> torch.Tensor:
         logits = self.shortlist_logits_fn(z0_hat, self.word_latents)  # (rows, n, S)
-        tokens = self.words.gather(-1, logits.max(-1).indices)
-        return torch.where(self.mask[..., None], self.table[tokens], z0_hat)
+        clamped = F.embedding(self.words.gather(-1, logits.max(-1).indices), self.table)
+        # padding is left as it was (a pad position's search result is discarded)
+        flat = z0_hat.reshape(-1, z0_hat.size(-1))
+        clamped.view(-1, flat.size(-1)).index_copy_(0, self.pad_index, flat.index_select(0, self.pad_index))
+        return clamped

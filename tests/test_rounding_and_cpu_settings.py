@@ -199,6 +199,9 @@ def test_blockwise_max_and_topk_over_the_vocabulary_equal_torchs(vocab):
     x[0, 0, -1] = 100.0  # a maximum in the short last block
     x[1, 0, 7::64] = 50.0  # tied maxima in several blocks: the first one counts
     x[2, 0, 5:9] = 60.0  # and within one block
+    # the top two words in the last two blocks: for vocab 6300 the short last block is read as
+    # the last 64 words, and word -40 (6260) is also in the block before it
+    x[0, 1, -40], x[0, 1, -1] = 90.0, 80.0
     values, index = max_last(x)
     assert torch.equal(values, x.max(-1).values) and torch.equal(index, x.max(-1).indices)
     assert index[1, 0] == 7 and index[2, 0] == 5
