@@ -33,7 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
 from fastdiss_fairseq.diffusion.sampler import SAMPLER_UPDATES  # noqa: E402
-from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
+from fastdiss_fairseq.generator import DECODING_DTYPES, LENGTH_BEAM_NOISES  # noqa: E402
 
 MODEL_PARTS = ("encoder", "length head", "encoder reorder", "source-side cache", "denoiser",
                "embedding table", "rounding logits")
@@ -74,7 +74,8 @@ def load(args):
         tokenizer="none", cpu=True, fp32_matmul_precision=args.fp32_matmul_precision,
     ))
     # given options go through the task's build_generator, as fairseq-generate's would
-    generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype", "sampler_update")
+    generation = {k: getattr(args, k) for k in ("clamping_shortlist", "decoding_dtype", "length_beam_noise",
+                                                "sampler_update")
                   if getattr(args, k) is not None}
     return sweep.task, sweep.model, sweep.generator(args.decoding_steps, **generation), sweep.batches()
 
@@ -92,6 +93,8 @@ def main(argv=None):
     p.add_argument("--clamping-shortlist", type=int, default=None,
                    help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--decoding-dtype", default=None, choices=DECODING_DTYPES,
+                   help="as fairseq-generate's option (default: the generator's)")
+    p.add_argument("--length-beam-noise", default=None, choices=LENGTH_BEAM_NOISES,
                    help="as fairseq-generate's option (default: the generator's)")
     p.add_argument("--sampler-update", default=None, choices=SAMPLER_UPDATES,
                    help="as fairseq-generate's option (default: the generator's)")

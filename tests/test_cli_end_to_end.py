@@ -86,6 +86,23 @@ def test_candidate_noise_is_drawn_per_step_and_per_sentence_whatever_the_batch()
     assert not torch.equal(draws[0], draws[1])
 
 
+def test_candidate_noise_is_shared_across_a_sentences_lengths_not_across_its_samples():
+    """Candidate l * S + s takes noise s: the L lengths of a sentence share it on their common
+    positions, its S samples do not; "independent" gives every candidate its own."""
+    from fastdiss_fairseq.generator import CandidateNoise
+
+    lengths = torch.tensor([[5, 5, 3, 3, 4, 4]])  # L = 3 lengths x S = 2 samples
+    shared = CandidateNoise(1, torch.tensor([0]), lengths, 8, "cpu", samples=2).draw()
+    for c in range(2, 6):
+        assert torch.equal(shared[c], shared[c % 2])  # positions past a length are never read
+    assert not torch.equal(shared[0], shared[1])
+    independent = CandidateNoise(1, torch.tensor([0]), lengths, 8, "cpu", samples=2,
+                                 shared_across_lengths=False).draw()
+    assert not torch.equal(independent[0], independent[2])
+    with pytest.raises(ValueError, match="lengths x 4 noise samples"):
+        CandidateNoise(1, torch.tensor([0]), lengths, 8, "cpu", samples=4)
+
+
 def test_interactive_translates_raw_stdin(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     out = run_cli(

@@ -65,13 +65,15 @@ def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):
     assert_one_line_error(proc, "--clamping-shortlist must be an integer >= 0", "got -1")
 
 
-def test_unknown_decoding_dtype_is_one_line():
+@pytest.mark.parametrize("option, value", [("decoding_dtype", "float16"), ("length_beam_noise", "per-length")])
+def test_unknown_generator_choice_is_one_line(option, value):
     """The CLI's choices stop it in argparse; the hub and --eval-bleu-args reach the config."""
     from fastdiss_fairseq.errors import FastDiSSError
     from fastdiss_fairseq.generator import GeneratorConfig
 
-    with pytest.raises(FastDiSSError, match=r"--decoding-dtype must be one of .*got 'float16'"):
-        GeneratorConfig(decoding_dtype="float16").validate()
+    flag = "--" + option.replace("_", "-")
+    with pytest.raises(FastDiSSError, match=rf"{flag} must be one of .*got '{value}'"):
+        GeneratorConfig(**{option: value}).validate()
 
 
 def test_clamping_and_no_clamping_together_is_one_line(tiny_data, tiny_model):
