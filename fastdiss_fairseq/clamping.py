@@ -98,7 +98,7 @@ class TokenClamp:
             tokens = top[:, 0]
         else:
             tokens = round_rows(real, self.logits_fn, scores=False)[0]
-        clamped = z0_hat.clone()
+        clamped = z0_hat.clone(memory_format=torch.contiguous_format)  # for the flat view
         clamped.view(-1, clamped.size(-1)).index_copy_(0, self.real_index, F.embedding(tokens, self.table))
         return clamped
 

@@ -171,6 +171,20 @@ def test_token_clamp_with_the_whole_vocabulary_as_shortlist_equals_the_full_sear
     assert full.words is None and everything.words.shape == (mask.size(0), table.size(0))
 
 
+def test_token_clamp_takes_a_non_contiguous_estimate():
+    from fastdiss_fairseq.clamping import TokenClamp
+
+    table, mask, logits_fn, shortlist_fn = _clamp_setup()
+    z = torch.randn(mask.size(1), mask.size(0), table.size(1)).transpose(0, 1)  # (rows, n, d), strided
+    nearest = table[logits_fn(z[mask]).argmax(-1)]
+    for shortlist in (0, 3):
+        clamp = TokenClamp(table, mask, logits_fn, shortlist_fn, shortlist=shortlist)
+        for _ in range(2):  # shortlist 3: the full search, then the shortlisted one
+            clamped = clamp(z)
+            assert torch.equal(clamped[~mask], z[~mask])
+        assert torch.equal(clamped[mask], nearest)  # the same estimate: its nearest words are shortlisted
+
+
 def test_token_clamp_shortlist_searches_only_the_first_clamps_top_words():
     from fastdiss_fairseq.clamping import TokenClamp
 
