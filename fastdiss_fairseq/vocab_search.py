@@ -49,12 +49,11 @@ def _gather_blocks(x: torch.Tensor, blocks: torch.Tensor) -> Tuple[torch.Tensor,
     windows = x.reshape(-1).unfold(0, BLOCK, 1)
     row_start = torch.arange(start.numel() // start.size(-1), device=x.device).view(*start.shape[:-1], 1) * vocab
     values = windows.index_select(0, (row_start + start).reshape(-1)).view(*start.shape[:-1], -1)
-    within = torch.arange(BLOCK, device=x.device)
-    words = (start[..., None] + within).flatten(-2)
+    block_words = start[..., None] + torch.arange(BLOCK, device=x.device)  # (..., k, BLOCK)
     if vocab % BLOCK:
-        repeated = (start[..., None] + within < (blocks * BLOCK)[..., None]).flatten(-2)
+        repeated = (block_words < (blocks * BLOCK)[..., None]).flatten(-2)
         values = values.masked_fill(repeated, float("-inf"))
-    return values, words
+    return values, block_words.flatten(-2)
 
 
 def _worth_it(x: torch.Tensor, k: int) -> bool:
