@@ -4,7 +4,9 @@ For each source sentence: the length head proposes the top-L lengths, each lengt
 noise samples (C = L x S candidates; by default the L lengths share those S noises,
 --length-beam-noise), the K-step sampler (diffusion/sampler.py) denoises all
 candidates of the batch together, and candidates are ranked by the model's mean token
-log-probability or by MBR. Output is fairseq's hypothesis format, best first.
+log-probability or by MBR. Output is fairseq's hypothesis format, best first, with "steps"
+(K, for --print-step) and, with --retain-iter-history, "history": each step's estimate
+rounded to tokens, as fairseq's iterative refinement generator returns its iterations.
 
 Noise is drawn per sentence from a generator seeded by (seed, sentence id), so a sentence
 gets the same output whatever batch it lands in, and runs with one --seed are identical.
@@ -45,6 +47,9 @@ class GeneratorConfig:
     sampler_update: str = "renoise"
     decoding_dtype: str = "float32"  # the task casts the model; the generator takes any dtype
     seed: int = 1
+    # fairseq-generate's own --retain-iter-history (GenerationConfig), read by the task; one
+    # extra rounding of the real positions per step
+    retain_iter_history: bool = False
 
     def validate(self) -> None:
         for name, minimum in (("decoding_steps", 1), ("length_beam", 1), ("noise_samples", 1),
@@ -225,32 +230,53 @@ class FastDiSSGenerator:
                                  cache=cache).float()
 
         clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
+        # Round only the real positions: padding is a fifth or more of a length-beam batch.
+        real = mask.reshape(-1).nonzero().squeeze(1)  # flat indices: faster than mask indexing
+
+        def round_real(z0_hat, scores=True):
+            """(B*C, n, d) -> (B*C, n) tokens, pad past each length, and their log-probabilities."""
+            real_tokens, real_scores = token_search.round_rows(
+                z0_hat.reshape(-1, z0_hat.size(-1)).index_select(0, real), logits_fn, scores=scores)
+            tokens = torch.full(mask.shape, self.pad, dtype=torch.long, device=device)
+            tokens.view(-1).index_copy_(0, real, real_tokens)
+            if not scores:
+                return tokens, None
+            token_scores = torch.zeros(mask.shape, dtype=real_scores.dtype, device=device)
+            token_scores.view(-1).index_copy_(0, real, real_scores)
+            return tokens, token_scores
+
+        history = []  # --retain-iter-history: step k's estimate, rounded
+
+        def keep_estimate(k, z0_hat):
+            history.append(round_real(z0_hat, scores=False)[0])
+
         out = run_sampler(
             denoise, logits_fn, z_start, model.schedule, sampler_cfg,
             clamp_fn=clamp_fn, final_logits=False, step_noise=lambda k: noise.draw(),
+            on_estimate=keep_estimate if cfg.retain_iter_history else None,
         )
-        # Round only the real positions: padding is a fifth or more of a length-beam batch.
-        real = mask.reshape(-1).nonzero().squeeze(1)  # flat indices: faster than mask indexing
-        real_tokens, real_scores = token_search.round_rows(
-            out.z0_hat.reshape(-1, out.z0_hat.size(-1)).index_select(0, real), logits_fn)
-        tokens = torch.full(mask.shape, self.pad, dtype=torch.long, device=device)
-        tokens.view(-1).index_copy_(0, real, real_tokens)
-        token_scores = torch.zeros(mask.shape, dtype=real_scores.dtype, device=device)
-        token_scores.view(-1).index_copy_(0, real, real_scores)
+        tokens, token_scores = round_real(out.z0_hat)
         scores = token_scores.sum(-1) / flat_lengths.to(token_scores.dtype)
 
-        return self._finalize(tokens, token_scores, scores, flat_lengths, bsz, cands)
+        return self._finalize(tokens, token_scores, scores, flat_lengths, bsz, cands, history)
 
-    def _finalize(self, tokens, token_scores, scores, lengths, bsz, cands):
-        """(B*C, n) tokens and their scores -> fairseq's hypotheses, B lists of C, best first."""
+    def _with_eos(self, tokens, lengths):
+        """(R, n) tokens, pad past each row's length -> (R, n + 1) on the CPU with each row's eos
+        after its last token."""
+        tokens = torch.cat([tokens, tokens.new_full((tokens.size(0), 1), self.pad)], 1).cpu()
+        return tokens.scatter_(1, lengths[:, None], self.eos)
+
+    def _finalize(self, tokens, token_scores, scores, lengths, bsz, cands, history=()):
+        """(B*C, n) tokens and their scores -> fairseq's hypotheses, B lists of C, best first;
+        history: (B*C, n) tokens of each step, or empty."""
         # Every row gets its eos (score 0) after its last token in one pass over the batch; a
         # hypothesis is then a slice of its row, not two concatenations (10,000 per batch of
         # 100 sentences at length beam 5 cost more than the ranking).
         rows = tokens.size(0)
-        tokens = torch.cat([tokens, tokens.new_full((rows, 1), self.pad)], 1).cpu()
-        token_scores = torch.cat([token_scores, token_scores.new_zeros(rows, 1)], 1).cpu()
         lengths = lengths.cpu()
-        tokens.scatter_(1, lengths[:, None], self.eos)
+        tokens = self._with_eos(tokens, lengths)
+        token_scores = torch.cat([token_scores, token_scores.new_zeros(rows, 1)], 1).cpu()
+        history = [self._with_eos(step_tokens, lengths) for step_tokens in history]
         scores, lengths = scores.cpu().tolist(), lengths.tolist()
         finalized = []
         for b in range(bsz):
@@ -258,13 +284,20 @@ class FastDiSSGenerator:
             for c in range(cands):
                 i = b * cands + c
                 n = lengths[i] + 1  # with the eos
-                hypos.append({
+                hypo = {
                     "tokens": tokens[i, :n],
                     "score": scores[i],
                     "positional_scores": token_scores[i, :n],
                     "attention": None,
                     "alignment": None,
-                })
+                    "steps": self.cfg.decoding_steps,  # fairseq-generate --print-step
+                }
+                if history:
+                    # entry k: the estimate after k + 1 steps (the last is the output before
+                    # --collapse-repeats)
+                    hypo["history"] = [{"steps": k + 1, "tokens": step_tokens[i, :n]}
+                                       for k, step_tokens in enumerate(history)]
+                hypos.append(hypo)
             if self.cfg.candidate_ranking == "mbr" and cands > 1:
                 ranked = mbr_order([h["tokens"][:-1].tolist() for h in hypos])
             else:

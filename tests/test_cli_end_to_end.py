@@ -60,6 +60,25 @@ def test_generate_is_deterministic_for_a_seed(tiny_data, tiny_model):
         "generate", *args, "--batch-size", "3", ).stdout)
 
 
+def test_generate_prints_steps_and_each_steps_estimate(tiny_data, tiny_model):
+    """fairseq-generate's --print-step and --retain-iter-history, as for fairseq's own refinement
+    models: I-<id> holds K, E-<id>_<k> the estimate after k + 1 steps, the last one the hypothesis
+    (no --remove-bpe here: E- lines are printed with their BPE)."""
+    ckpt, _ = tiny_model
+    args = [tiny_data, "--user-dir", USER_DIR, "--task", "fastdiss_translation", "--cpu", "--seed", "7",
+            "--path", ckpt, "--decoding-steps", "3", "--length-beam", "2", "--print-step"]
+    out = run_cli("generate", *args, "--retain-iter-history").stdout
+    hyps = hypotheses(out)
+    assert re.findall(r"^I-(\d+)\t(\d+)$", out, flags=re.M) == [(i, "3") for i in hyps]
+    history = re.findall(r"^E-(\d+)_(\d+)\t(.*)$", out, flags=re.M)
+    assert [(i, k) for i, k, _ in history] == [(i, str(k)) for i in hyps for k in range(3)]
+    assert {i: text for i, k, text in history if k == "2"} == hyps
+    assert any(text != hyps[i] for i, k, text in history if k == "0"), "the first steps differ"
+    # the history is only kept when asked for, and does not change the output
+    plain = run_cli("generate", *args).stdout
+    assert "E-" not in plain and hypotheses(plain) == hyps
+
+
 def test_the_sampler_updates_share_the_start_noise(tiny_data, tiny_model):
     """z_1 is draw 0 of a sentence's seeded noise for both updates, so one step (no update yet)
     gives the same output either way; the renoise update draws its own noise after it."""

@@ -361,11 +361,24 @@ def test_sampler_runs_the_denoiser_exactly_k_times(steps):
         assert torch.isclose(rec.calls[-1][0][0, 0], torch.tensor(1.0 / steps))
 
 
-def test_sampler_recompute_runs_2k_passes():
-    rec = RecordingDenoiser()
-    out = sample(rec, lambda z: z, torch.randn(2, 3, 4), build_schedule("sqrt"),
-                 SamplerConfig(steps=3, self_conditioning="recompute"))
-    assert out.denoiser_calls == 6
+@pytest.mark.parametrize("self_conditioning, passes_a_step", [("reuse", 1), ("recompute", 2)])
+def test_sampler_hands_each_steps_estimate_to_on_estimate(self_conditioning, passes_a_step):
+    """on_estimate sees step k's estimate, the one the next step is conditioned on (with
+    recompute, the step's second pass, not the self-conditioning one), and the last is the output."""
+    estimates, outputs = [], []
+
+    def den(z_t, z_sc, t):
+        outputs.append(z_t * 0.5 + z_sc * 0.1 + t[..., None])
+        return outputs[-1]
+
+    out = sample(den, lambda z: z, torch.randn(2, 3, 4), build_schedule("sqrt"),
+                 SamplerConfig(steps=3, self_conditioning=self_conditioning),
+                 on_estimate=lambda k, z0_hat: estimates.append((k, z0_hat)))
+    assert out.denoiser_calls == 3 * passes_a_step
+    assert [k for k, _ in estimates] == [0, 1, 2]
+    for (_, seen), made in zip(estimates, outputs[passes_a_step - 1::passes_a_step]):
+        assert seen is made
+    assert estimates[-1][1] is out.z0_hat
 
 
 def test_sampler_is_deterministic_and_rejects_bad_steps():

@@ -106,6 +106,7 @@ def sample(
     clamp_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
     final_logits: bool = True,
     step_noise: Union[torch.Tensor, Callable[[int], torch.Tensor], None] = None,
+    on_estimate: Optional[Callable[[int, torch.Tensor], None]] = None,
 ) -> SamplerOutput:
     """Runs the K-step sampler from z_start = z_1 (already scaled noise), (B, n, d).
 
@@ -116,6 +117,8 @@ def sample(
     step_noise: the standard normal noise of the "renoise" update, one (B, n, d) draw per update:
     a (K - 1, B, n, d) tensor, or a function called with k = 0 .. K - 2, once each and in order,
     that makes each draw when it is needed (the generator's, which keeps one in memory, not K).
+    on_estimate(k, z0_hat_k), if given, is called after each step's pass, k = 0 .. K-1 (the
+    generator's --retain-iter-history rounds each estimate to tokens); it must not change z0_hat_k.
     """
     cfg.validate()
     if cfg.clamping and clamp_fn is None:
@@ -139,6 +142,8 @@ def sample(
             z_sc = torch.zeros_like(z)
         z0_hat = denoise(z, z_sc, t)
         calls += 1
+        if on_estimate is not None:
+            on_estimate(k, z0_hat)
         z_sc = z0_hat
         last = k == cfg.steps - 1
         if last:
