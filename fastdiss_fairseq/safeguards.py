@@ -14,6 +14,8 @@ the problem, or applies a documented safe behaviour:
   --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
+- fairseq-generate's options of its own refinement generator (--iter-decode-max-iter and
+  friends, for fairseq's NAT models) are refused when set, naming the FastDiSS option to use;
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
   translation instead of a hallucinated one.
 """
@@ -55,6 +57,32 @@ def check_fastdiss_task(task) -> None:
         raise FastDiSSError(
             f"a fastdiss_transformer model needs --task fastdiss_translation (got task {type(task).__name__})"
         )
+
+
+# fairseq-generate's options for fairseq's iterative refinement generator (models/nat), their
+# defaults, and the FastDiSS option that does their job (None: there is none). The FastDiSS
+# generator does not read them, so a value other than the default would be ignored without a
+# word: --iter-decode-max-iter 4 would decode --decoding-steps' 5 steps. (--iter-decode-force-
+# max-iter is left out: the sampler always runs all K steps.)
+REFINEMENT_OPTIONS = {
+    "iter_decode_max_iter": (10, "--decoding-steps K"),
+    "iter_decode_with_beam": (1, "--length-beam L"),
+    "iter_decode_eos_penalty": (0.0, None),
+    "iter_decode_with_external_reranker": (False, None),
+}
+
+
+def reject_refinement_options(generation_args) -> None:
+    """generation_args: fairseq-generate's generation config (None from the hub or tests)."""
+    for name, (default, ours) in REFINEMENT_OPTIONS.items():
+        value = getattr(generation_args, name, default)
+        if value is None or value == default:
+            continue
+        flag = "--" + name.replace("_", "-")
+        given = flag if isinstance(value, bool) else f"{flag} {value}"
+        instead = f"use {ours} instead" if ours else "it has no FastDiSS counterpart; leave it out"
+        raise FastDiSSError(f"{given} is an option of fairseq's refinement generator for its "
+                            f"NAT models, which FastDiSS does not use: {instead}")
 
 
 def check_fastdiss_model(model, model_cfg) -> None:

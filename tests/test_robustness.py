@@ -59,6 +59,19 @@ def test_time_grid_outside_its_range_is_one_line(tiny_data, tiny_model, option, 
     assert_one_line_error(proc, message)
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--iter-decode-max-iter", "4"], "--iter-decode-max-iter 4 is an option of fairseq's refinement generator"),
+    (["--iter-decode-with-beam", "3"], "use --length-beam L instead"),
+    (["--iter-decode-with-external-reranker"], "--iter-decode-with-external-reranker is an option"),
+])
+def test_fairseq_refinement_options_are_refused_not_ignored(tiny_data, tiny_model, options, message):
+    """fairseq's NAT decoding flags would be silently ignored by the diffusion generator."""
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *options, check=False)
+    assert_one_line_error(proc, message)
+    assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
+
+
 def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping-shortlist", "-1", check=False)
