@@ -14,8 +14,9 @@ the problem, or applies a documented safe behaviour:
   --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
-- fairseq-generate's options of its own refinement generator (--iter-decode-max-iter and
-  friends, for fairseq's NAT models) are refused when set, naming the FastDiSS option to use;
+- fairseq-generate's options that only fairseq's own generators read (beam search, NAT
+  refinement: --iter-decode-max-iter, --score-reference, --lenpen, ...) are refused when set,
+  naming what to use instead;
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
   translation instead of a hallucinated one.
 """
@@ -59,30 +60,54 @@ def check_fastdiss_task(task) -> None:
         )
 
 
-# fairseq-generate's options for fairseq's iterative refinement generator (models/nat), their
-# defaults, and the FastDiSS option that does their job (None: there is none). The FastDiSS
-# generator does not read them, so a value other than the default would be ignored without a
-# word: --iter-decode-max-iter 4 would decode --decoding-steps' 5 steps. (--iter-decode-force-
-# max-iter is left out: the sampler always runs all K steps.)
-REFINEMENT_OPTIONS = {
-    "iter_decode_max_iter": (10, "--decoding-steps K"),
-    "iter_decode_with_beam": (1, "--length-beam L"),
-    "iter_decode_eos_penalty": (0.0, None),
-    "iter_decode_with_external_reranker": (False, None),
+# fairseq-generate's options that only fairseq's own generators read (the beam search of
+# autoregressive models, the iterative refinement of its NAT models), with their defaults and
+# what to do instead. The diffusion generator does not read them, so a value other than the
+# default would be ignored without a word (--iter-decode-max-iter 4 would decode 5 steps,
+# --score-reference would print the model's outputs, not the references' scores) or would fail
+# deep inside fairseq-generate (--print-alignment, --replace-unk: there is no attention).
+# Left out: --beam and --iter-decode-force-max-iter, which fairseq's own NAT recipes pass and
+# which change nothing here (the sampler always runs its K steps; --length-beam is the beam).
+_LENGTH_HEAD = "the target lengths come from the length head: use --length-beam L"
+_NO_ATTENTION = "the diffusion generator has no attention alignment"
+FOREIGN_GENERATION_OPTIONS = {
+    "iter_decode_max_iter": (10, "use --decoding-steps K instead"),
+    "iter_decode_with_beam": (1, "use --length-beam L instead"),
+    "iter_decode_eos_penalty": (0.0, _LENGTH_HEAD),
+    "iter_decode_with_external_reranker": (False, "use --candidate-ranking instead"),
+    "score_reference": (False, "a diffusion model gives no likelihood of a given target to score"),
+    "print_alignment": (None, _NO_ATTENTION),
+    "replace_unk": (None, _NO_ATTENTION),
+    "prefix_size": (0, "the whole target is denoised at once, no prefix can be forced"),
+    "constraints": (None, "the whole target is denoised at once, no words can be forced"),
+    "sampling": (False, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
+    "sampling_topk": (-1, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
+    "sampling_topp": (-1.0, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
+    "temperature": (1.0, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
+    "max_len_a": (0, _LENGTH_HEAD),
+    "max_len_b": (200, _LENGTH_HEAD),
+    "min_len": (1, _LENGTH_HEAD),
+    "match_source_len": (False, _LENGTH_HEAD),
+    "lenpen": (1, "candidates are ranked by their mean token log-probability, which needs no length penalty"),
+    "unnormalized": (False, "candidates are ranked by their mean token log-probability"),
+    "unkpen": (0, "no word-by-word search to penalize"),
+    "no_repeat_ngram_size": (0, "no word-by-word search to constrain; --collapse-repeats drops repeated tokens"),
+    "diverse_beam_groups": (-1, "no beam search; use --noise-samples S for more candidates"),
+    "diversity_rate": (-1.0, "no beam search; use --noise-samples S for more candidates"),
+    "lm_path": (None, "no word-by-word search to fuse a language model into"),
 }
 
 
-def reject_refinement_options(generation_args) -> None:
+def reject_foreign_generation_options(generation_args) -> None:
     """generation_args: fairseq-generate's generation config (None from the hub or tests)."""
-    for name, (default, ours) in REFINEMENT_OPTIONS.items():
+    for name, (default, instead) in FOREIGN_GENERATION_OPTIONS.items():
         value = getattr(generation_args, name, default)
         if value is None or value == default:
             continue
         flag = "--" + name.replace("_", "-")
         given = flag if isinstance(value, bool) else f"{flag} {value}"
-        instead = f"use {ours} instead" if ours else "it has no FastDiSS counterpart; leave it out"
-        raise FastDiSSError(f"{given} is an option of fairseq's refinement generator for its "
-                            f"NAT models, which FastDiSS does not use: {instead}")
+        raise FastDiSSError(f"{given} is read by fairseq's own generators, not by FastDiSS's "
+                            f"diffusion generator: {instead}")
 
 
 def check_fastdiss_model(model, model_cfg) -> None:

@@ -60,12 +60,14 @@ def test_time_grid_outside_its_range_is_one_line(tiny_data, tiny_model, option, 
 
 
 @pytest.mark.parametrize("options, message", [
-    (["--iter-decode-max-iter", "4"], "--iter-decode-max-iter 4 is an option of fairseq's refinement generator"),
-    (["--iter-decode-with-beam", "3"], "use --length-beam L instead"),
-    (["--iter-decode-with-external-reranker"], "--iter-decode-with-external-reranker is an option"),
+    (["--iter-decode-max-iter", "4"], "--iter-decode-max-iter 4 is read by fairseq's own generators, not by "
+                                      "FastDiSS's diffusion generator: use --decoding-steps K instead"),
+    (["--score-reference"], "--score-reference is read by fairseq's own generators"),
+    (["--print-alignment"], "--print-alignment hard is read by"),  # a TypeError deep in fairseq-generate before
+    (["--lenpen", "0.6"], "--lenpen 0.6 is read by"),
 ])
-def test_fairseq_refinement_options_are_refused_not_ignored(tiny_data, tiny_model, options, message):
-    """fairseq's NAT decoding flags would be silently ignored by the diffusion generator."""
+def test_options_of_fairseqs_own_generators_are_refused_not_ignored(tiny_data, tiny_model, options, message):
+    """The diffusion generator does not read them: they would be ignored without a word."""
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *options, check=False)
     assert_one_line_error(proc, message)
