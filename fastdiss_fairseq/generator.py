@@ -181,10 +181,11 @@ class FastDiSSGenerator:
 
     @torch.no_grad()
     def generate(self, models, sample: Dict, prefix_tokens=None, constraints=None, **unused):
+        # the task refuses both when it builds the generator (safeguards.py); Python callers too
         if len(models) != 1:
-            raise ValueError("the FastDiSS generator does not ensemble models; pass one --path")
+            raise FastDiSSError("the FastDiSS generator does not ensemble models; pass one model")
         if prefix_tokens is not None or constraints is not None:
-            raise ValueError("the FastDiSS generator supports neither --prefix-size nor constraints")
+            raise FastDiSSError("the FastDiSS generator supports neither --prefix-size nor constraints")
         model = models[0]
         cfg = self.cfg
         src_tokens = sample["net_input"]["src_tokens"]

@@ -3,6 +3,8 @@
 Each check fails early with a FastDiSSError (one line on the CLIs, see errors.py) that names
 the problem, or applies a documented safe behaviour:
 
+- more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
+  checkpoint averaging;
 - a model that is not a FastDiSS model (a fairseq `transformer` checkpoint given to
   `--task fastdiss_translation`) is refused when it is built, before its weights are read, and
   so is a FastDiSS model built by another task (fairseq-generate without `--task`);
@@ -108,6 +110,16 @@ def reject_foreign_generation_options(generation_args) -> None:
         given = flag if isinstance(value, bool) else f"{flag} {value}"
         raise FastDiSSError(f"{given} is read by fairseq's own generators, not by FastDiSS's "
                             f"diffusion generator: {instead}")
+
+
+def check_single_model(models) -> None:
+    """The diffusion generator runs one denoiser; fairseq-generate ensembles "--path a.pt:b.pt"."""
+    if len(models) != 1:
+        raise FastDiSSError(
+            f"the FastDiSS generator does not ensemble models (--path names {len(models)}); pass one "
+            "checkpoint, or average them into one: python -m fastdiss_fairseq.average_checkpoints "
+            "--inputs a.pt b.pt --output avg.pt"
+        )
 
 
 def check_fastdiss_model(model, model_cfg) -> None:

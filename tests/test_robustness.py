@@ -74,6 +74,13 @@ def test_options_of_fairseqs_own_generators_are_refused_not_ignored(tiny_data, t
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
+def test_an_ensemble_is_refused_before_decoding(tiny_data, tiny_model):
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", f"{ckpt}:{ckpt}", check=False)
+    assert_one_line_error(proc, "does not ensemble models (--path names 2)", "fastdiss_fairseq.average_checkpoints")
+    assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
+
+
 def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping-shortlist", "-1", check=False)

@@ -182,6 +182,7 @@ class FastDiSSTranslationTask(TranslationTask):
     def build_generator(self, models, args, seq_gen_cls=None, extra_gen_cls_kwargs=None, **unused):
         for model in models:
             safeguards.check_fastdiss_model(model, getattr(model, "cfg", None))
+        safeguards.check_single_model(models)
         safeguards.reject_foreign_generation_options(args)
         # Generation options passed with the call (the hub's translate(..., decoding_steps=3),
         # --eval-bleu-args '{"decoding_steps": 3}') override the task's own.
