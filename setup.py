@@ -1,6 +1,6 @@
 """FastDiSS for fairseq: few-step continuous diffusion for sequence-to-sequence generation.
 
-Install (CPU machine, Python 3.11, from this folder):
+Install (CPU machine, Python 3.11 or 3.12, from this folder):
     pip install torch==2.13.0 && pip install -e .
 On a GPU machine install the torch build that matches its CUDA first, then `pip install -e .`.
 `bash scripts/setup_env.sh` does the CPU variant in a fresh virtual environment.
@@ -9,11 +9,11 @@ On a GPU machine install the torch build that matches its CUDA first, then `pip 
 from setuptools import find_packages, setup
 
 # fairseq 0.12.2, its last release, does not import on Python >= 3.11 (mutable dataclass
-# defaults); ve-fairseq 0.12.3 is the same code fixed for 3.11/3.12 and ships wheels.
-FAIRSEQ = [
-    'fairseq==0.12.2; python_version < "3.11"',
-    've-fairseq==0.12.3; python_version >= "3.11" and python_version < "3.13"',
-]
+# defaults); ve-fairseq 0.12.3 is the same code fixed for 3.11/3.12 and ships wheels for them
+# only. Python 3.10 is not supported: fairseq 0.12.2's PyPI source archive does not build (it
+# lacks fairseq/clib/libbase/balanced_assignment.cpp) and pins hydra-core < 1.1, which the
+# hydra-core 1.3 below excludes (both seen in the thirty-fifth session, docs/measurements.md).
+FAIRSEQ = ["ve-fairseq==0.12.3"]
 
 setup(
     name="fastdiss-fairseq",
@@ -22,7 +22,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     license="MIT",
-    python_requires=">=3.9,<3.13",
+    python_requires=">=3.11,<3.13",
     packages=find_packages(include=["fastdiss_fairseq", "fastdiss_fairseq.*"]),
     install_requires=[
         # No upper bound and no plain pin: a torch already installed (the CPU build, or the
@@ -48,7 +48,6 @@ setup(
         ]
     },
     classifiers=[
-        "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",
         "Programming Language :: Python :: 3.12",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",

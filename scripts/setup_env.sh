@@ -11,6 +11,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${1:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# Before any download: fairseq installs from PyPI on Python 3.11 and 3.12 only (setup.py says why).
+if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 12))'; then
+    echo "setup_env.sh: error: Python $("$PYTHON" -c 'import sys; print(sys.version.split()[0])') is not supported: FastDiSS needs Python 3.11 or 3.12 (set PYTHON=python3.11)" >&2
+    exit 1
+fi
+
 if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi

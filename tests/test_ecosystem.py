@@ -253,3 +253,28 @@ def test_hub_keeps_the_callers_process_settings_unless_asked(model_dir):
     finally:
         torch.set_float32_matmul_precision(before)
         torch.backends.cuda.enable_flash_sdp(flash)
+
+
+# ---- installation ----------------------------------------------------------------------------
+
+def other_python(version: str):
+    """An interpreter of this minor version (pyenv's, or on PATH), or None."""
+    pyenv = sorted(glob.glob(os.path.expanduser(f"~/.pyenv/versions/{version}.*/bin/python")))
+    return pyenv[-1] if pyenv else shutil.which(f"python{version}")
+
+
+@pytest.mark.parametrize("version", ["3.10", "3.13"])
+def test_setup_script_refuses_an_unsupported_python_before_any_download(version, tmp_path):
+    """ve-fairseq has wheels for 3.11 and 3.12 only, and fairseq 0.12.2 does not build from PyPI:
+    on another Python the script must stop at once, not after pulling torch."""
+    python = other_python(version)
+    if python is None:
+        pytest.skip(f"no Python {version} on this machine")
+    venv = tmp_path / "venv"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "scripts", "setup_env.sh"), str(venv)],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHON=python), timeout=60)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith(
+        f"setup_env.sh: error: Python {version}."), proc.stderr
+    assert "needs Python 3.11 or 3.12" in proc.stderr
+    assert not venv.exists(), "nothing was created"
