@@ -5,6 +5,8 @@ the problem, or applies a documented safe behaviour:
 
 - more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
   checkpoint averaging;
+- a criterion other than fastdiss_loss (fairseq's default, cross_entropy, when --criterion is
+  left out) is refused when it is built, before training;
 - a model that is not a FastDiSS model (a fairseq `transformer` checkpoint given to
   `--task fastdiss_translation`) is refused when it is built, before its weights are read, and
   so is a FastDiSS model built by another task (fairseq-generate without `--task`);
@@ -120,6 +122,18 @@ def check_single_model(models) -> None:
             "checkpoint, or average them into one: python -m fastdiss_fairseq.average_checkpoints "
             "--inputs a.pt b.pt --output avg.pt"
         )
+
+
+def check_fastdiss_criterion(criterion, criterion_cfg) -> None:
+    """The model's training forward needs the target and the noise options that only the
+    FastDiSS criterion passes; fairseq's default criterion (cross_entropy) would fail in the
+    first update with an AttributeError deep inside the model."""
+    from .criterions.fastdiss_loss import FastDiSSLoss
+
+    if not isinstance(criterion, FastDiSSLoss):
+        name = getattr(criterion_cfg, "_name", None) or type(criterion).__name__
+        default = ", fairseq's default when --criterion is left out" if name == "cross_entropy" else ""
+        raise FastDiSSError(f"--task fastdiss_translation trains with --criterion fastdiss_loss (got {name}{default})")
 
 
 def check_fastdiss_model(model, model_cfg) -> None:

@@ -111,6 +111,16 @@ def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
     assert not list(tmp_path.glob("*.pt"))
 
 
+def test_training_without_the_fastdiss_criterion_is_one_line(tiny_data, tmp_path):
+    """--criterion left out: fairseq's cross_entropy failed in the first update, deep in the model."""
+    args = list(TINY_TRAIN_ARGS)
+    i = args.index("--criterion")
+    del args[i:i + 2]
+    proc = run_cli("train", tiny_data, *args, "--max-update", "2", "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, "--task fastdiss_translation trains with --criterion fastdiss_loss (got cross_entropy")
+    assert not list(tmp_path.glob("*.pt"))
+
+
 def test_estimate_input_without_self_conditioning_is_rejected():
     from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig, check_loss_config
 

@@ -219,9 +219,11 @@ class FastDiSSTranslationTask(TranslationTask):
 
     def build_criterion(self, cfg, from_checkpoint=False):
         try:
-            return super().build_criterion(cfg, from_checkpoint)
+            criterion = super().build_criterion(cfg, from_checkpoint)
         except ValueError as e:  # the criterion's range checks (check_loss_config)
             raise FastDiSSError(str(e)) from e
+        safeguards.check_fastdiss_criterion(criterion, cfg)
+        return criterion
 
     def load_dataset(self, split, epoch=1, combine=False, **kwargs):
         paths = utils.split_paths(self.cfg.data)
