@@ -6,7 +6,7 @@ the problem, or applies a documented safe behaviour:
 - more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
   checkpoint averaging;
 - a criterion other than fastdiss_loss (fairseq's default, cross_entropy, when --criterion is
-  left out) is refused when it is built, before training;
+  left out) is refused when it is built, before training, and so is fastdiss_loss under another task;
 - a model that is not a FastDiSS model (a fairseq `transformer` checkpoint given to
   `--task fastdiss_translation`) is refused when it is built, before its weights are read, and
   so is a FastDiSS model built by another task (fairseq-generate without `--task`);
@@ -121,6 +121,18 @@ def check_single_model(models) -> None:
             f"the FastDiSS generator does not ensemble models (--path names {len(models)}); pass one "
             "checkpoint, or average them into one: python -m fastdiss_fairseq.average_checkpoints "
             "--inputs a.pt b.pt --output avg.pt"
+        )
+
+
+def check_criterion_task(task) -> None:
+    """fastdiss_loss calls the model with the target and the noise options, which only a FastDiSS
+    model (built by the FastDiSS task) takes; fairseq's transformer failed in the first update."""
+    from .tasks.fastdiss_translation import FastDiSSTranslationTask
+
+    if not isinstance(task, FastDiSSTranslationTask):
+        raise FastDiSSError(
+            f"--criterion fastdiss_loss trains a FastDiSS model: it needs --task fastdiss_translation "
+            f"and an --arch fastdiss_* (got task {type(task).__name__})"
         )
 
 

@@ -121,6 +121,18 @@ def test_training_without_the_fastdiss_criterion_is_one_line(tiny_data, tmp_path
     assert not list(tmp_path.glob("*.pt"))
 
 
+def test_the_fastdiss_criterion_under_another_task_is_one_line(tiny_data, tmp_path):
+    """fairseq's transformer got the criterion's keyword arguments and failed in the first update."""
+    proc = run_cli("train", tiny_data, "--user-dir", USER_DIR, "--task", "translation", "--arch", "transformer",
+                   "--encoder-layers", "1", "--decoder-layers", "1", "--encoder-embed-dim", "16",
+                   "--decoder-embed-dim", "16", "--criterion", "fastdiss_loss", "--optimizer", "adam",
+                   "--lr", "1e-3", "--max-tokens", "1024", "--num-workers", "0", "--cpu", "--max-update", "2",
+                   "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, "--criterion fastdiss_loss trains a FastDiSS model: it needs --task "
+                                "fastdiss_translation", "(got task TranslationTask)")
+    assert not list(tmp_path.glob("*.pt"))
+
+
 def test_estimate_input_without_self_conditioning_is_rejected():
     from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig, check_loss_config
 

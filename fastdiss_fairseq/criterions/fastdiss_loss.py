@@ -18,6 +18,7 @@ from ..diffusion import TrainingNoiseConfig
 from ..diffusion.rounding import rounding_loss
 from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS, MANS_GRANULARITIES
 from ..diffusion.scp import SCP_MODES
+from ..safeguards import check_criterion_task
 
 
 @dataclass
@@ -123,6 +124,7 @@ def content_tokens(target: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
 class FastDiSSLoss(FairseqCriterion):
     def __init__(self, task, cfg: FastDiSSLossConfig):
         super().__init__(task)
+        check_criterion_task(task)
         check_loss_config(cfg)
         self.cfg = cfg
         self.eos_idx = task.target_dictionary.eos()
