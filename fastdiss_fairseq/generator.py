@@ -19,6 +19,7 @@ from typing import Dict, List, Optional
 import torch
 
 from . import clamping as token_search
+from . import safeguards
 from .diffusion import SamplerConfig
 from .diffusion.sampler import SAMPLER_UPDATES, sample as run_sampler
 from .errors import FastDiSSError
@@ -181,9 +182,8 @@ class FastDiSSGenerator:
 
     @torch.no_grad()
     def generate(self, models, sample: Dict, prefix_tokens=None, constraints=None, **unused):
-        # the task refuses both when it builds the generator (safeguards.py); Python callers too
-        if len(models) != 1:
-            raise FastDiSSError("the FastDiSS generator does not ensemble models; pass one model")
+        # the task refuses both when it builds the generator; Python callers too
+        safeguards.check_single_model(models)
         if prefix_tokens is not None or constraints is not None:
             raise FastDiSSError("the FastDiSS generator supports neither --prefix-size nor constraints")
         model = models[0]

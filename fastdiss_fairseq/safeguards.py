@@ -53,15 +53,14 @@ def check_language_pair(task_cfg) -> None:
         )
 
 
-def check_fastdiss_task(task) -> None:
+def check_fastdiss_task(task, error: str = "a fastdiss_transformer model needs --task fastdiss_translation") -> None:
     """A FastDiSS model decodes only with the task's diffusion generator; fairseq's default task
-    (translation) would hand it to the autoregressive beam search, which fails deep inside."""
+    (translation) would hand it to the autoregressive beam search, which fails deep inside.
+    error: what needs the task (the model by default; the criterion passes its own)."""
     from .tasks.fastdiss_translation import FastDiSSTranslationTask
 
     if not isinstance(task, FastDiSSTranslationTask):
-        raise FastDiSSError(
-            f"a fastdiss_transformer model needs --task fastdiss_translation (got task {type(task).__name__})"
-        )
+        raise FastDiSSError(f"{error} (got task {type(task).__name__})")
 
 
 # fairseq-generate's options that only fairseq's own generators read (the beam search of
@@ -74,6 +73,8 @@ def check_fastdiss_task(task) -> None:
 # which change nothing here (the sampler always runs its K steps; --length-beam is the beam).
 _LENGTH_HEAD = "the target lengths come from the length head: use --length-beam L"
 _NO_ATTENTION = "the diffusion generator has no attention alignment"
+_NOISE_IS_SAMPLING = "the diffusion noise is the sampling: use --noise-samples S and --seed"
+_NO_BEAM_SEARCH = "no beam search; use --noise-samples S for more candidates"
 FOREIGN_GENERATION_OPTIONS = {
     "iter_decode_max_iter": (10, "use --decoding-steps K instead"),
     "iter_decode_with_beam": (1, "use --length-beam L instead"),
@@ -84,10 +85,10 @@ FOREIGN_GENERATION_OPTIONS = {
     "replace_unk": (None, _NO_ATTENTION),
     "prefix_size": (0, "the whole target is denoised at once, no prefix can be forced"),
     "constraints": (None, "the whole target is denoised at once, no words can be forced"),
-    "sampling": (False, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
-    "sampling_topk": (-1, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
-    "sampling_topp": (-1.0, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
-    "temperature": (1.0, "the diffusion noise is the sampling: use --noise-samples S and --seed"),
+    "sampling": (False, _NOISE_IS_SAMPLING),
+    "sampling_topk": (-1, _NOISE_IS_SAMPLING),
+    "sampling_topp": (-1.0, _NOISE_IS_SAMPLING),
+    "temperature": (1.0, _NOISE_IS_SAMPLING),
     "max_len_a": (0, _LENGTH_HEAD),
     "max_len_b": (200, _LENGTH_HEAD),
     "min_len": (1, _LENGTH_HEAD),
@@ -96,8 +97,8 @@ FOREIGN_GENERATION_OPTIONS = {
     "unnormalized": (False, "candidates are ranked by their mean token log-probability"),
     "unkpen": (0, "no word-by-word search to penalize"),
     "no_repeat_ngram_size": (0, "no word-by-word search to constrain; --collapse-repeats drops repeated tokens"),
-    "diverse_beam_groups": (-1, "no beam search; use --noise-samples S for more candidates"),
-    "diversity_rate": (-1.0, "no beam search; use --noise-samples S for more candidates"),
+    "diverse_beam_groups": (-1, _NO_BEAM_SEARCH),
+    "diversity_rate": (-1.0, _NO_BEAM_SEARCH),
     "lm_path": (None, "no word-by-word search to fuse a language model into"),
 }
 
@@ -121,18 +122,6 @@ def check_single_model(models) -> None:
             f"the FastDiSS generator does not ensemble models (--path names {len(models)}); pass one "
             "checkpoint, or average them into one: python -m fastdiss_fairseq.average_checkpoints "
             "--inputs a.pt b.pt --output avg.pt"
-        )
-
-
-def check_criterion_task(task) -> None:
-    """fastdiss_loss calls the model with the target and the noise options, which only a FastDiSS
-    model (built by the FastDiSS task) takes; fairseq's transformer failed in the first update."""
-    from .tasks.fastdiss_translation import FastDiSSTranslationTask
-
-    if not isinstance(task, FastDiSSTranslationTask):
-        raise FastDiSSError(
-            f"--criterion fastdiss_loss trains a FastDiSS model: it needs --task fastdiss_translation "
-            f"and an --arch fastdiss_* (got task {type(task).__name__})"
         )
 
 

@@ -18,7 +18,7 @@ from ..diffusion import TrainingNoiseConfig
 from ..diffusion.rounding import rounding_loss
 from ..diffusion.mans import CONFIDENCE_MEASURES, CONFIDENCE_NORMALIZATIONS, MANS_GRANULARITIES
 from ..diffusion.scp import SCP_MODES
-from ..safeguards import check_criterion_task
+from ..safeguards import check_fastdiss_task
 
 
 @dataclass
@@ -124,7 +124,10 @@ def content_tokens(target: torch.Tensor, pad: int, eos: int) -> torch.Tensor:
 class FastDiSSLoss(FairseqCriterion):
     def __init__(self, task, cfg: FastDiSSLossConfig):
         super().__init__(task)
-        check_criterion_task(task)
+        # the model's forward takes the target and noise options only a FastDiSS model takes;
+        # fairseq's transformer failed in the first update
+        check_fastdiss_task(task, "--criterion fastdiss_loss trains a FastDiSS model: it needs "
+                                  "--task fastdiss_translation and an --arch fastdiss_*")
         check_loss_config(cfg)
         self.cfg = cfg
         self.eos_idx = task.target_dictionary.eos()
