@@ -231,8 +231,9 @@ class FastDiSSGenerator:
                                  cache=cache).float()
 
         clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
-        # Round only the real positions: padding is a fifth or more of a length-beam batch.
-        real = mask.reshape(-1).nonzero().squeeze(1)  # flat indices: faster than mask indexing
+        # Round only the real positions: padding is a fifth or more of a length-beam batch. Their
+        # flat indices (faster than mask indexing) are the clamp's, found from the same mask.
+        real = clamp_fn.real_index
 
         def round_real(z0_hat, scores=True):
             """(B*C, n, d) -> (B*C, n) tokens, pad past each length, and their log-probabilities."""
