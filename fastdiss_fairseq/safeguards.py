@@ -21,6 +21,8 @@ the problem, or applies a documented safe behaviour:
 - fairseq-generate's options that only fairseq's own generators read (beam search, NAT
   refinement: --iter-decode-max-iter, --score-reference, --lenpen, ...) are refused when set,
   naming what to use instead;
+- --nbest larger than the candidates a sentence gets (--length-beam x --noise-samples) is
+  refused: fairseq-generate would print fewer hypotheses than asked, without a word;
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
   translation instead of a hallucinated one.
 """
@@ -122,6 +124,19 @@ def check_single_model(models) -> None:
             f"the FastDiSS generator does not ensemble models (--path names {len(models)}); pass one "
             "checkpoint, or average them into one: python -m fastdiss_fairseq.average_checkpoints "
             "--inputs a.pt b.pt --output avg.pt"
+        )
+
+
+def check_nbest(generation_args, length_beam: int, noise_samples: int) -> None:
+    """The generator makes length_beam x noise_samples candidates a sentence and returns them
+    all, best first; fairseq-generate prints the first --nbest and would print fewer, silently."""
+    nbest = getattr(generation_args, "nbest", 1) or 1
+    candidates = length_beam * noise_samples
+    if nbest > candidates:
+        raise FastDiSSError(
+            f"--nbest {nbest} asks for more hypotheses than the generator makes a sentence: "
+            f"--length-beam {length_beam} x --noise-samples {noise_samples} = {candidates} candidates; "
+            "raise --length-beam or --noise-samples, or lower --nbest"
         )
 
 

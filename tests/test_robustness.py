@@ -81,6 +81,19 @@ def test_an_ensemble_is_refused_before_decoding(tiny_data, tiny_model):
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
+def test_nbest_over_the_candidates_is_one_line_and_within_them_prints_them_best_first(tiny_data, tiny_model):
+    """fairseq-generate prints the first --nbest hypotheses; with fewer candidates it printed
+    fewer than asked, without a word."""
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--nbest", "5", "--length-beam", "2",
+                   "--noise-samples", "2", check=False)
+    assert_one_line_error(proc, "--nbest 5 asks for more hypotheses", "--length-beam 2 x --noise-samples 2 = 4")
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--nbest", "4", "--length-beam", "2",
+                   "--noise-samples", "2")
+    scores = [float(s) for s in re.findall(r"^H-0\t(\S+)\t", proc.stdout, flags=re.M)]
+    assert len(scores) == 4 and scores == sorted(scores, reverse=True), scores
+
+
 def test_negative_clamping_shortlist_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--clamping-shortlist", "-1", check=False)

@@ -189,11 +189,13 @@ class FastDiSSTranslationTask(TranslationTask):
         overrides = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig)
                      if getattr(args, f.name, None) is not None}
         cfg = self.generator_config(**overrides)
+        generator = FastDiSSGenerator(self.target_dictionary, cfg)  # validates cfg
+        safeguards.check_nbest(args, cfg.length_beam, cfg.noise_samples)
         if cfg.decoding_dtype == "bfloat16" and not self._building_model:
             for model in models:  # fairseq-generate's own --fp16 casts the same way, in place
                 model.to(torch.bfloat16)
             use_fused_cpu_attention(torch.bfloat16)
-        return FastDiSSGenerator(self.target_dictionary, cfg)
+        return generator
 
     @contextmanager
     def _model_being_built(self):
