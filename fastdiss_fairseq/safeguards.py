@@ -3,6 +3,10 @@
 Each check fails early with a FastDiSSError (one line on the CLIs, see errors.py) that names
 the problem, or applies a documented safe behaviour:
 
+- fairseq-train's --fp16 / --memory-efficient-fp16 without a CUDA GPU, and --bf16 /
+  --memory-efficient-bf16 (fairseq's TPU options) without torch_xla, are refused when the model
+  is built (fairseq stopped later with "Torch not compiled with CUDA enabled" or an
+  AttributeError about xla_device);
 - more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
   checkpoint averaging;
 - a criterion other than fastdiss_loss (fairseq's default, cross_entropy, when --criterion is
@@ -28,6 +32,7 @@ the problem, or applies a documented safe behaviour:
 """
 
 import glob
+import importlib.util
 import logging
 import os
 from typing import Dict, List
@@ -52,6 +57,31 @@ def check_language_pair(task_cfg) -> None:
         raise FastDiSSError(
             f"cannot tell the language pair: {data} holds no binarized split to infer it from; "
             "pass --source-lang and --target-lang (from Python: source_lang=..., target_lang=...)"
+        )
+
+
+def check_training_precision(task_cfg) -> None:
+    """fairseq-train's half-precision options need a device this process may not have.
+    task_cfg: the task's config; under fairseq-train its parent is the run's whole config (the
+    model's config is a plain Namespace without one). Loading a checkpoint never calls this:
+    its saved options describe the machine it was trained on."""
+    get_parent = getattr(task_cfg, "_get_parent", None)
+    common = getattr(get_parent(), "common", None) if get_parent else None
+    if common is None:
+        return
+    if common.bf16 and importlib.util.find_spec("torch_xla") is None:
+        flag = "--memory-efficient-bf16" if common.memory_efficient_bf16 else "--bf16"
+        raise FastDiSSError(
+            f"{flag} is fairseq's TPU option (it implies --tpu and needs torch_xla, not installed); "
+            "leave it out: training runs in float32, and --fp32-matmul-precision medium computes its "
+            "matrix products in bfloat16 on CPUs and GPUs that have them"
+        )
+    if common.fp16 and (common.cpu or not torch.cuda.is_available()):
+        flag = "--memory-efficient-fp16" if common.memory_efficient_fp16 else "--fp16"
+        where = "--cpu is set" if common.cpu else "torch sees no CUDA GPU"
+        raise FastDiSSError(
+            f"{flag} trains with fairseq's float16 optimizer, which needs a CUDA GPU ({where}); "
+            "leave it out on the CPU, where training runs in float32"
         )
 
 

@@ -124,6 +124,17 @@ def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
     assert not list(tmp_path.glob("*.pt"))
 
 
+@pytest.mark.parametrize("option, message", [
+    ("--fp16", "--fp16 trains with fairseq's float16 optimizer, which needs a CUDA GPU (--cpu is set)"),
+    ("--memory-efficient-bf16", "--memory-efficient-bf16 is fairseq's TPU option (it implies --tpu and needs torch_xla"),
+])
+def test_half_precision_training_without_its_device_is_one_line(tiny_data, tmp_path, option, message):
+    """fairseq stopped later with "Torch not compiled with CUDA enabled" / an xla_device AttributeError."""
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, option, "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, message)
+    assert not list(tmp_path.glob("*.pt"))
+
+
 def test_training_without_the_fastdiss_criterion_is_one_line(tiny_data, tmp_path):
     """--criterion left out: fairseq's cross_entropy failed in the first update, deep in the model."""
     args = list(TINY_TRAIN_ARGS)

@@ -210,6 +210,8 @@ class FastDiSSTranslationTask(TranslationTask):
     # ---- bad input: one-line errors or documented safe behaviour (see safeguards.py) ---------
 
     def build_model(self, cfg, from_checkpoint=False):
+        if not from_checkpoint:  # fairseq-train: fail before the model and the data are built
+            safeguards.check_training_precision(self.cfg)
         with self._model_being_built():
             model = super().build_model(cfg, from_checkpoint)
         safeguards.check_fastdiss_model(model, cfg)
