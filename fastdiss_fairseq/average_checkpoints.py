@@ -22,6 +22,7 @@ import torch
 
 # Registers the plain-data types fairseq pickles into checkpoints as safe for torch.load.
 from . import checkpoint_compat  # noqa: F401
+from .errors import checkpoint_load_problem
 
 UPDATE_CHECKPOINT = re.compile(r"^checkpoint_\d+_(\d+)\.pt$")  # checkpoint_EPOCH_UPDATES.pt
 EPOCH_CHECKPOINT = re.compile(r"^checkpoint(\d+)\.pt$")  # checkpointEPOCH.pt
@@ -57,7 +58,7 @@ def load(path: str) -> Dict:
     except FileNotFoundError:
         raise AverageError(f"{path} does not exist") from None
     except Exception as e:  # a truncated file, or not a checkpoint at all
-        raise AverageError(f"cannot load {path} ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+        raise AverageError(f"cannot load {path}: {checkpoint_load_problem(e)[:200]}") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise AverageError(f"{path} is not a fairseq checkpoint (no 'model' state dict)")
     return state

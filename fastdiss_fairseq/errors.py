@@ -18,6 +18,7 @@ same way. Every other exception keeps its traceback: those are bugs.
 """
 
 import os
+import pickle
 import re
 import sys
 import traceback
@@ -39,9 +40,23 @@ def _raised_in_fairseq_training(exc: BaseException) -> bool:
     return any(frame.filename.endswith(_TRAINER) for frame in traceback.extract_tb(exc.__traceback__))
 
 
+def checkpoint_load_problem(exc: BaseException) -> str:
+    """What torch.load's exc says about the file, in one line. torch's own text for a file that
+    is not a checkpoint at all (a text file given as --path) advises weights_only=False, which
+    would not help; for a checkpoint holding a type torch does not load by default it is long."""
+    text = str(exc).strip()
+    if isinstance(exc, pickle.UnpicklingError):
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found is None:
+            return "not a PyTorch checkpoint (torch.load cannot unpickle it)"
+        return (f"it pickles {found.group(1)}, which torch.load does not load by default; if the file "
+                "is trusted, allow it with torch.serialization.add_safe_globals")
+    return (text.splitlines() or [type(exc).__name__])[0]
+
+
 def _unreadable_checkpoint(exc: BaseException) -> Optional[str]:
     """The path, if exc is an I/O or format error raised while fairseq read a checkpoint."""
-    if not isinstance(exc, (OSError, EOFError, RuntimeError)):
+    if not isinstance(exc, (OSError, EOFError, RuntimeError, pickle.UnpicklingError)):
         return None
     frames = [frame for frame, _ in traceback.walk_tb(exc.__traceback__)]
     for frame in frames:
@@ -71,8 +86,7 @@ def one_line_message(exc: BaseException) -> Optional[str]:
             return PREFIX + _finite_hint(str(exc))
         path = _unreadable_checkpoint(exc)
         if path is not None:
-            first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            return PREFIX + f"cannot read checkpoint {path}: {first_line}"
+            return PREFIX + f"cannot read checkpoint {path}: {checkpoint_load_problem(exc)}"
         if type(exc).__name__ == "ProcessRaisedException":
             found = _WORKER_ERROR.findall(str(exc))
             if found:

@@ -168,12 +168,15 @@ def test_averaging_rejects_bad_input_in_one_line(tmp_path):
         ["--inputs", str(tmp_path / "missing"), "--num-update-checkpoints", "2"],
         ["--inputs", str(tmp_path), "--num-update-checkpoints", "2"],  # no checkpoints there
         ["--inputs", str(tmp_path / "nope.pt")],
+        ["--inputs", str(tmp_path / "gen.txt")],  # not a checkpoint
     ]
+    (tmp_path / "gen.txt").write_text("H-0\t-0.5\tHello world\n")
     for argv in cases:
         with pytest.raises(SystemExit) as e:
             average_checkpoints.main(argv + ["--output", str(tmp_path / "avg.pt")])
         message = str(e.value.code)
         assert message.startswith("average_checkpoints: error:") and "\n" not in message, message
+    assert message.endswith("gen.txt: not a PyTorch checkpoint (torch.load cannot unpickle it)"), message
     assert not (tmp_path / "avg.pt").exists()
 
 

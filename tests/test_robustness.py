@@ -1,6 +1,7 @@
 """Faults and bad input: a clear one-line error or a documented safe behaviour, never a
 traceback, a half-written checkpoint or a poisoned one. Real CLIs on the tiny data and model."""
 
+import io
 import os
 import re
 import shutil
@@ -204,6 +205,31 @@ def test_truncated_checkpoint_is_one_line(tiny_data, tiny_model, tmp_path):
     truncated.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", truncated, check=False)
     assert_one_line_error(proc, f"cannot read checkpoint {truncated}")
+
+
+def test_a_file_that_is_not_a_checkpoint_is_one_line(tiny_data, tmp_path):
+    """A text file given as --path: torch's own message advised weights_only=False, in a traceback."""
+    not_a_checkpoint = tmp_path / "gen.txt"
+    not_a_checkpoint.write_text("S-0\tHallo Welt\nH-0\t-0.5\tHello world\n")
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", not_a_checkpoint, check=False)
+    assert_one_line_error(proc, f"cannot read checkpoint {not_a_checkpoint}: not a PyTorch checkpoint")
+
+
+class Custom:
+    """A type that torch.load (weights_only) does not load by default."""
+
+
+def test_a_checkpoint_holding_a_type_torch_does_not_load_names_it():
+    from fastdiss_fairseq.errors import checkpoint_load_problem
+
+    buffer = io.BytesIO()
+    torch.save({"model": {}, "extra": Custom()}, buffer)
+    buffer.seek(0)
+    with pytest.raises(Exception) as raised:
+        torch.load(buffer)
+    problem = checkpoint_load_problem(raised.value)
+    assert "Custom, which torch.load does not load by default" in problem, problem
+    assert "add_safe_globals" in problem and "\n" not in problem
 
 
 def test_fastdiss_checkpoint_without_its_task_is_one_line(tiny_data, tiny_model):
