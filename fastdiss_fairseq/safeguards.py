@@ -20,6 +20,8 @@ the problem, or applies a documented safe behaviour:
 - a valid/test split with a sentence longer than the model's positions is refused when it is
   batched, before any decoding, naming the sentence (fairseq stopped with a traceback);
   --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
+- a sentence pair longer than --max-tokens (which no batch could hold) is refused before
+  batching, with its split, index and length;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
 - fairseq-generate's options that only fairseq's own generators read (beam search, NAT
@@ -245,6 +247,38 @@ def check_evaluation_lengths(dataset, split: str, max_positions) -> None:
         f"{int(dataset.tgt_sizes[first]) if dataset.tgt_sizes is not None else 0} target tokens); add "
         "--truncate-source, or --skip-invalid-size-inputs-valid-test to leave them out of the scores"
     )
+
+
+def check_max_tokens_fits(dataset, split: str, max_tokens, max_positions) -> None:
+    """A sentence pair longer than --max-tokens cannot go into any batch: fairseq stopped with
+    an AssertionError. Checked on the pairs that the position filter keeps (fairseq-train folds
+    --max-tokens into the training split's limits and skips what exceeds them), so a pair it
+    drops cannot cause a false refusal; when it drops every pair, fairseq stopped with an
+    IndexError or a ZeroDivisionError."""
+    import numpy as np
+
+    if not hasattr(dataset, "num_tokens_vec") or len(dataset) == 0:
+        return
+    kept = np.arange(len(dataset))
+    if max_positions is not None:
+        kept, _ = dataset.filter_indices_by_size(kept, max_positions)
+    if len(kept) == 0:
+        shortest = int(np.min(dataset.num_tokens_vec(np.arange(len(dataset)))))
+        raise FastDiSSError(
+            f"every sentence pair of split {split} exceeds the size limits {max_positions} (the model's "
+            f"positions, --max-source/target-positions and, when training, --max-tokens {max_tokens}), so "
+            f"all would be skipped; the shortest has {shortest} tokens"
+        )
+    if not max_tokens:
+        return
+    num_tokens = np.asarray(dataset.num_tokens_vec(kept))
+    longest = int(num_tokens.argmax())
+    if num_tokens[longest] > max_tokens:
+        raise FastDiSSError(
+            f"--max-tokens {max_tokens} is smaller than the longest sentence pair of split {split} "
+            f"(sentence {int(kept[longest])}: {int(num_tokens[longest])} tokens), which no batch could hold; "
+            f"raise --max-tokens to at least {int(num_tokens[longest])}"
+        )
 
 
 def truncate_sources(src_tokens: List[torch.Tensor], src_lengths, max_positions: int, eos: int):

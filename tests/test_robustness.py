@@ -136,6 +136,16 @@ def test_half_precision_training_without_its_device_is_one_line(tiny_data, tmp_p
     assert not list(tmp_path.glob("*.pt"))
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--decoder-embed-dim", "48"], "--share-all-embeddings requires --encoder-embed-dim to match --decoder-embed-dim"),
+    (["--encoder-attention-heads", "5"], "the model's options do not fit together: embed_dim must be divisible by num_heads"),
+])
+def test_architecture_options_that_do_not_fit_together_are_one_line(tiny_data, tmp_path, options, message):
+    """fairseq's own checks when the model is built: a ValueError / AssertionError traceback before."""
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, *options, "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, message)
+
+
 def test_training_without_the_fastdiss_criterion_is_one_line(tiny_data, tmp_path):
     """--criterion left out: fairseq's cross_entropy failed in the first update, deep in the model."""
     args = list(TINY_TRAIN_ARGS)
@@ -279,6 +289,24 @@ def test_test_sentence_over_the_position_limit_is_one_line_and_truncate_source_f
 
 
 # ---- numerical faults ------------------------------------------------------------------------
+
+def test_max_tokens_below_the_longest_test_pair_is_one_line(tiny_data, tiny_model):
+    """fairseq stopped with "AssertionError: Sentences lengths should not exceed max_tokens"."""
+    ckpt, _ = tiny_model
+    args = [a for a in GEN_ARGS if a not in ("--max-tokens", "2000")]
+    proc = run_cli("generate", tiny_data, *args, "--path", ckpt, "--max-tokens", "2", check=False)
+    assert_one_line_error(proc, "--max-tokens 2 is smaller than the longest sentence pair of split test",
+                          "raise --max-tokens to at least")
+
+
+def test_training_pairs_all_over_max_tokens_is_one_line(tiny_data, tmp_path):
+    """fairseq-train skips training pairs over --max-tokens; with none left it stopped with an IndexError."""
+    args = [a for a in TINY_TRAIN_ARGS if a not in ("--max-tokens", "1024")]
+    proc = run_cli("train", tiny_data, *args, "--max-tokens", "1", "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, "every sentence pair of split train exceeds the size limits (1, 1)",
+                          "--max-tokens 1")
+    assert not list(tmp_path.glob("*.pt"))
+
 
 def test_nan_loss_stops_in_one_line_and_writes_no_checkpoint(tiny_data, tiny_model, tmp_path):
     """An absurd LR (1e30) on a resumed run: the first update blows the weights up, the next loss

@@ -171,6 +171,7 @@ class FastDiSSTranslationTask(TranslationTask):
             required_batch_size_multiple = 1
             if not ignore_invalid_inputs and max_positions is not None:
                 safeguards.check_evaluation_lengths(dataset, self.split_name(dataset), max_positions)
+        safeguards.check_max_tokens_fits(dataset, self.split_name(dataset), max_tokens, max_positions)
         return super().get_batch_iterator(
             dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
             required_batch_size_multiple, **kwargs,
@@ -213,7 +214,14 @@ class FastDiSSTranslationTask(TranslationTask):
         if not from_checkpoint:  # fairseq-train: fail before the model and the data are built
             safeguards.check_training_precision(self.cfg)
         with self._model_being_built():
-            model = super().build_model(cfg, from_checkpoint)
+            try:
+                model = super().build_model(cfg, from_checkpoint)
+            except ValueError as e:  # fairseq's architecture checks, e.g. shared embeddings' dims
+                raise FastDiSSError(str(e)) from e
+            except AssertionError as e:  # fairseq asserts others, e.g. the attention heads' split
+                if not str(e):
+                    raise
+                raise FastDiSSError(f"the model's options do not fit together: {e}") from e
         safeguards.check_fastdiss_model(model, cfg)
         safeguards.guard_dictionary_size(
             model, self.source_dictionary, os.path.join(utils.split_paths(self.cfg.data)[0],
