@@ -47,9 +47,22 @@ class FastDiSSHubInterface(hub_utils.GeneratorHubInterface):
         if unknown:
             raise TypeError(f"unknown generation option(s) {sorted(unknown)}; "
                             f"choose from {sorted(GENERATION_OPTIONS)}")
+        check_text(sentences)
         if decoding_steps is not None:
             gen_overrides["decoding_steps"] = decoding_steps
         return self.sample(sentences, beam=1, verbose=verbose, **gen_overrides)
+
+
+def check_text(sentences) -> None:
+    """fairseq's encode() would translate None or 3 as the words "None" and "3"."""
+    if isinstance(sentences, str):
+        return
+    if not isinstance(sentences, (list, tuple)):
+        raise TypeError(f"translate() takes a string or a list of strings, got {type(sentences).__name__}")
+    for i, sentence in enumerate(sentences):
+        if not isinstance(sentence, str):
+            raise TypeError(f"translate() takes a string or a list of strings; item {i} is "
+                            f"{type(sentence).__name__}")
 
 
 def from_pretrained(model_name_or_path: str, checkpoint_file: str = "checkpoint_best.pt",

@@ -89,6 +89,10 @@ def test_hub_rejects_bad_options(hub, model_dir, tmp_path):
         hub.translate(["Hallo Welt"], decoding_steps=0)
     with pytest.raises(TypeError, match="decoding_step"):
         hub.translate(["Hallo Welt"], decoding_step=3)
+    with pytest.raises(TypeError, match="item 1 is NoneType"):  # fairseq translated the word "None"
+        hub.translate(["Hallo Welt", None])
+    with pytest.raises(TypeError, match="a string or a list of strings, got int"):
+        hub.translate(3)
     shutil.copytree(model_dir, tmp_path / "no_codes")
     os.remove(tmp_path / "no_codes" / "bpecodes")
     with pytest.raises(FastDiSSError, match="no bpecodes"):
