@@ -14,7 +14,8 @@ fairseq wraps the error in its own exception (the trainer re-raises a failed mod
 torch.multiprocessing.spawn raised it. A FloatingPointError raised in fairseq's training loop
 (non-finite loss or gradients; fairseq re-raises it after its NanDetector pass), and a
 checkpoint that fairseq cannot read (missing, truncated, not a checkpoint) are reported the
-same way. Every other exception keeps its traceback: those are bugs.
+same way, and so is a command line that fairseq cannot turn into its hydra config (e.g.
+--tokenizer moses without --source-lang / --target-lang). Every other exception keeps its traceback: those are bugs.
 """
 
 import os
@@ -75,6 +76,18 @@ def _finite_hint(text: str) -> str:
     return text
 
 
+def _config_composition_problem(exc: BaseException) -> str:
+    """hydra's ConfigCompositionException: fairseq turned the command line into overrides of its
+    config and one does not fit. The common case: --tokenizer moses without --source-lang and
+    --target-lang, whose null values fairseq passes on to the tokenizer's language fields."""
+    cause = str(exc.__cause__ or exc).strip()
+    field = re.search(r"field '([\w.]+)' is not Optional", cause)
+    if field and field.group(1).startswith("tokenizer.") and field.group(1).endswith("_lang"):
+        return (f"{field.group(1)} is empty: the tokenizer takes its languages from --source-lang and "
+                "--target-lang, which fairseq does not infer from the data folder for it; pass both")
+    return "fairseq could not build its configuration from the command line: " + (cause.splitlines() or [""])[0]
+
+
 def one_line_message(exc: BaseException) -> Optional[str]:
     """The one-line report for exc, or None when it deserves a traceback."""
     seen = set()
@@ -87,6 +100,8 @@ def one_line_message(exc: BaseException) -> Optional[str]:
         path = _unreadable_checkpoint(exc)
         if path is not None:
             return PREFIX + f"cannot read checkpoint {path}: {checkpoint_load_problem(exc)}"
+        if type(exc).__name__ == "ConfigCompositionException":
+            return PREFIX + _config_composition_problem(exc)
         if type(exc).__name__ == "ProcessRaisedException":
             found = _WORKER_ERROR.findall(str(exc))
             if found:

@@ -197,6 +197,17 @@ def test_one_line_report_finds_the_user_error_behind_fairseqs_wrappers():
         '  File "x.py", line 1, in <module>\n'
         "fastdiss_fairseq.errors.FastDiSSError: --length-beam must be an integer >= 1, got 0\n", 1, 1234)
     assert one_line_message(worker) == "fastdiss: error: --length-beam must be an integer >= 1, got 0"
+    # hydra could not merge an override that fairseq made from the command line
+    from hydra.errors import ConfigCompositionException
+    try:
+        try:
+            raise ValueError("Value 'x' could not be converted to Integer\n    full_key: dataset.max_tokens")
+        except ValueError as cause:
+            raise ConfigCompositionException("Error merging override dataset.max_tokens=x") from cause
+    except ConfigCompositionException as e:
+        composed = e
+    assert one_line_message(composed) == ("fastdiss: error: fairseq could not build its configuration from the "
+                                          "command line: Value 'x' could not be converted to Integer")
     assert one_line_message(RuntimeError("a bug")) is None, "bugs keep their traceback"
     assert one_line_message(FloatingPointError("outside fairseq's trainer")) is None
 
@@ -549,3 +560,13 @@ def test_interactive_output_is_byte_identical_across_runs(interactive_runs):
     first, second = (re.sub(r"^W-\d+\t.*\n", "", stdout, flags=re.M) for stdout, _ in interactive_runs)
     assert first == second
     assert len(first.splitlines()) == 4 * 4  # S, H, D, P per input
+
+
+def test_interactive_moses_without_languages_is_one_line(tiny_data, tiny_model):
+    """--tokenizer moses without --source-lang/--target-lang: fairseq passed their null values to
+    the tokenizer's config and stopped with hydra's ConfigCompositionException."""
+    ckpt, _ = tiny_model
+    proc = run_cli("interactive", tiny_data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
+                   "--path", ckpt, "--cpu", "--tokenizer", "moses", "--bpe", "subword_nmt",
+                   "--bpe-codes", tiny_data / "bpecodes", stdin="Hallo Welt\n", check=False)
+    assert_one_line_error(proc, "tokenizer.source_lang is empty", "pass both")
