@@ -15,7 +15,8 @@ torch.multiprocessing.spawn raised it. A FloatingPointError raised in fairseq's 
 (non-finite loss or gradients; fairseq re-raises it after its NanDetector pass), and a
 checkpoint that fairseq cannot read (missing, truncated, not a checkpoint) are reported the
 same way, and so is a command line that fairseq cannot turn into its hydra config (e.g.
---tokenizer moses without --source-lang / --target-lang). Every other exception keeps its traceback: those are bugs.
+--tokenizer moses without --source-lang / --target-lang), and a resume that finds in --save-dir
+a checkpoint of another model (the differing options are named) or optimizer. Every other exception keeps its traceback: those are bugs.
 """
 
 import os
@@ -88,9 +89,40 @@ def _config_composition_problem(exc: BaseException) -> str:
     return "fairseq could not build its configuration from the command line: " + (cause.splitlines() or [""])[0]
 
 
+# The model options a checkpoint's weights depend on, compared when resuming fails.
+_SHAPE_OPTIONS = re.compile(r"^(arch|\w*_layers|\w*embed_dim|\w*attention_heads|length_classes|"
+                            r"max_(source|target)_positions|share_\w*)$")
+
+
+def _option(config, name: str):
+    return config.get(name) if hasattr(config, "get") else getattr(config, name, None)
+
+
+def _resume_mismatch(exc: BaseException) -> Optional[str]:
+    """fairseq-train found, in --save-dir, a checkpoint of another model or optimizer (a run
+    restarted with other options): fairseq raised "Cannot load model parameters ...; please
+    ensure that the architectures match" over the whole state-dict diff, or asserted that the
+    optimizer or criterion does not match."""
+    frame = next((f for f, _ in traceback.walk_tb(exc.__traceback__) if f.f_code.co_name == "load_checkpoint"
+                  and f.f_code.co_filename.endswith(_TRAINER)), None)
+    text = (str(exc).strip().splitlines() or [""])[0]
+    if frame is None or not text:
+        return None
+    if not text.startswith("Cannot load model parameters"):
+        return PREFIX + text if isinstance(exc, AssertionError) else None  # the optimizer's or criterion's
+    saved = _option(_option(frame.f_locals.get("state") or {}, "cfg") or {}, "model")
+    current = getattr(getattr(frame.f_locals.get("self"), "cfg", None), "model", None)
+    names = [n for n in vars(current) if _SHAPE_OPTIONS.match(n)] if hasattr(current, "__dict__") else []
+    differ = [f"--{n.replace('_', '-')} {_option(saved, n)} (now {_option(current, n)})" for n in names
+              if saved is not None and _option(saved, n) != _option(current, n)]
+    detail = "its model options differ: " + ", ".join(differ) if differ else "its weights do not fit this model"
+    return (PREFIX + f"cannot resume from {frame.f_locals.get('filename')}: {detail}; train into a new "
+            "--save-dir, or resume with the options it was trained with")
+
+
 def one_line_message(exc: BaseException) -> Optional[str]:
     """The one-line report for exc, or None when it deserves a traceback."""
-    seen = set()
+    first, seen = exc, set()
     while exc is not None and id(exc) not in seen:  # the exception, then what it was raised from
         seen.add(id(exc))
         if isinstance(exc, FastDiSSError):
@@ -108,7 +140,7 @@ def one_line_message(exc: BaseException) -> Optional[str]:
                 kind, text = found[-1]
                 return PREFIX + (_finite_hint(text) if kind == "FloatingPointError" else text)
         exc = exc.__cause__ or exc.__context__
-    return None
+    return _resume_mismatch(first) if first is not None else None
 
 
 def install_excepthook() -> None:

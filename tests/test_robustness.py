@@ -485,6 +485,24 @@ def test_exit_with_a_prefetch_thread_mid_batch_is_clean():
         assert proc.stdout.strip() == "first batch"
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--decoder-layers", "2"], "its model options differ: --decoder-layers 1 (now 2); train into a new --save-dir"),
+    (["--optimizer", "sgd"], "Optimizer does not match; please reset the optimizer (--reset-optimizer)"),
+])
+def test_resuming_a_checkpoint_of_another_model_or_optimizer_is_one_line(tiny_data, tiny_model, tmp_path,
+                                                                           options, message):
+    """A run restarted with other options into the same --save-dir: fairseq raised "Cannot load
+    model parameters ...; please ensure that the architectures match" over the state-dict diff."""
+    ckpt, _ = tiny_model
+    shutil.copy(ckpt, tmp_path / "checkpoint_last.pt")
+    args = [a for a in TINY_TRAIN_ARGS if a not in ("--optimizer", "adam")] if "--optimizer" in options \
+        else list(TINY_TRAIN_ARGS)
+    proc = run_cli("train", tiny_data, *args, *options, "--max-update", "1000", "--save-dir", tmp_path, check=False)
+    last = assert_one_line_error(proc, message)
+    if "--decoder-layers" in options:
+        assert f"cannot resume from {tmp_path / 'checkpoint_last.pt'}" in last
+
+
 def test_scp_and_mans_options_count_only_while_that_part_is_on():
     from fastdiss_fairseq.resume_check import changed_options
 
