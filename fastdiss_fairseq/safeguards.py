@@ -6,7 +6,8 @@ the problem, or applies a documented safe behaviour:
 - fairseq-train's --fp16 / --memory-efficient-fp16 without a CUDA GPU, and --bf16 /
   --memory-efficient-bf16 (fairseq's TPU options) without torch_xla, are refused when the model
   is built (fairseq stopped later with "Torch not compiled with CUDA enabled" or an
-  AttributeError about xla_device);
+  AttributeError about xla_device), and so is --lr-scheduler inverse_sqrt with --warmup-updates 0
+  (a ZeroDivisionError);
 - more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
   checkpoint averaging;
 - a criterion other than fastdiss_loss (fairseq's default, cross_entropy, when --criterion is
@@ -62,15 +63,29 @@ def check_language_pair(task_cfg) -> None:
         )
 
 
-def check_training_precision(task_cfg) -> None:
-    """fairseq-train's half-precision options need a device this process may not have.
-    task_cfg: the task's config; under fairseq-train its parent is the run's whole config (the
-    model's config is a plain Namespace without one). Loading a checkpoint never calls this:
-    its saved options describe the machine it was trained on."""
+def run_config(task_cfg):
+    """The run's whole config, or None. task_cfg: the task's config; under fairseq-train its
+    parent is the whole config (the model's config is a plain Namespace without one)."""
     get_parent = getattr(task_cfg, "_get_parent", None)
-    common = getattr(get_parent(), "common", None) if get_parent else None
-    if common is None:
+    root = get_parent() if get_parent else None
+    return root if getattr(root, "common", None) is not None else None
+
+
+def check_training_run(task_cfg) -> None:
+    """fairseq-train options that fairseq itself would fail on later, with a traceback. Loading a
+    checkpoint never calls this: its saved options describe the run and machine it came from."""
+    root = run_config(task_cfg)
+    if root is None:
         return
+    check_training_precision(root.common)
+    scheduler = getattr(root, "lr_scheduler", None)
+    if getattr(scheduler, "_name", None) == "inverse_sqrt" and scheduler.warmup_updates <= 0:
+        raise FastDiSSError(f"--lr-scheduler inverse_sqrt needs --warmup-updates >= 1 (fairseq divides by it), "
+                            f"got {scheduler.warmup_updates}")
+
+
+def check_training_precision(common) -> None:
+    """fairseq-train's half-precision options need a device this process may not have."""
     if common.bf16 and importlib.util.find_spec("torch_xla") is None:
         flag = "--memory-efficient-bf16" if common.memory_efficient_bf16 else "--bf16"
         raise FastDiSSError(

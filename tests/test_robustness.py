@@ -146,6 +146,18 @@ def test_architecture_options_that_do_not_fit_together_are_one_line(tiny_data, t
     assert_one_line_error(proc, message)
 
 
+@pytest.mark.parametrize("option, value, message", [
+    ("--length-loss-factor", "-1", "--length-loss-factor must be >= 0, got -1.0"),  # trained to raise the loss
+    ("--noise-scale", "0", "--noise-scale must be > 0, got 0.0"),  # 0 became the default 1.0
+    ("--length-classes", "0", "--length-classes must be an integer >= 1, got 0"),  # 0 became the default 256
+    ("--warmup-updates", "0", "--lr-scheduler inverse_sqrt needs --warmup-updates >= 1"),  # a ZeroDivisionError
+])
+def test_loss_weights_and_model_options_out_of_range_are_one_line(tiny_data, tmp_path, option, value, message):
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, option, value, "--save-dir", tmp_path, check=False)
+    assert_one_line_error(proc, message)
+    assert not list(tmp_path.glob("*.pt"))
+
+
 def test_training_without_the_fastdiss_criterion_is_one_line(tiny_data, tmp_path):
     """--criterion left out: fairseq's cross_entropy failed in the first update, deep in the model."""
     args = list(TINY_TRAIN_ARGS)

@@ -108,6 +108,10 @@ def check_loss_config(cfg: FastDiSSLossConfig) -> None:
         value = getattr(cfg, name)
         if not 0.0 <= value <= 1.0:
             raise ValueError(f"--{name.replace('_', '-')} must lie in [0, 1], got {value}")
+    for name in ("diffusion_loss_factor", "rounding_loss_factor", "length_loss_factor"):
+        value = getattr(cfg, name)
+        if not value >= 0.0:  # a negative weight would train the model to raise that loss
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if cfg.t_min >= 1.0:
         raise ValueError(f"--t-min must be < 1, got {cfg.t_min}")
     if cfg.estimate_input_prob > 0 and cfg.self_condition_prob == 0:

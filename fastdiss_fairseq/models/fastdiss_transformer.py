@@ -74,6 +74,10 @@ class FastDiSSTransformerModel(TransformerModel):
             # the transformer's fields, so the FastDiSS options would be lost.
             args = Namespace(**OmegaConf.to_container(args, resolve=True))
         fastdiss_base_architecture(args)
+        if not args.noise_scale > 0:
+            raise FastDiSSError(f"--noise-scale must be > 0, got {args.noise_scale}")
+        if args.length_classes < 1:
+            raise FastDiSSError(f"--length-classes must be an integer >= 1, got {args.length_classes}")
         check_fastdiss_task(task)  # e.g. fairseq-generate without --task fastdiss_translation
         if task.source_dictionary != task.target_dictionary:
             raise FastDiSSError(
@@ -205,8 +209,9 @@ class FastDiSSTransformerModel(TransformerModel):
 
 def fastdiss_base_architecture(args):
     args.noise_schedule = getattr(args, "noise_schedule", None) or "sqrt"
-    args.noise_scale = getattr(args, "noise_scale", None) or 1.0
-    args.length_classes = getattr(args, "length_classes", None) or 256
+    # `is None`, not `or`: an explicit 0 must reach the range check, not become the default
+    args.noise_scale = 1.0 if getattr(args, "noise_scale", None) is None else args.noise_scale
+    args.length_classes = 256 if getattr(args, "length_classes", None) is None else args.length_classes
     args.pred_length_offset = getattr(args, "pred_length_offset", False)
     args.source_copy_input = getattr(args, "source_copy_input", False)
     args.input_scaling = getattr(args, "input_scaling", False)
