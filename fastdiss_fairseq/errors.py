@@ -14,9 +14,10 @@ fairseq wraps the error in its own exception (the trainer re-raises a failed mod
 torch.multiprocessing.spawn raised it. A FloatingPointError raised in fairseq's training loop
 (non-finite loss or gradients; fairseq re-raises it after its NanDetector pass), and a
 checkpoint that fairseq cannot read (missing, truncated, not a checkpoint) are reported the
-same way, and so is a command line that fairseq cannot turn into its hydra config (e.g.
---tokenizer moses without --source-lang / --target-lang), and a resume that finds in --save-dir
-a checkpoint of another model (the differing options are named) or optimizer. Every other exception keeps its traceback: those are bugs.
+same way; so are a command line that fairseq cannot turn into its hydra config (e.g.
+--tokenizer moses without --source-lang / --target-lang) and a resume that finds in --save-dir
+a checkpoint of another model (the differing options are named) or optimizer. Every other
+exception keeps its traceback: those are bugs.
 """
 
 import os
