@@ -8,6 +8,8 @@ the problem, or applies a documented safe behaviour:
   is built (fairseq stopped later with "Torch not compiled with CUDA enabled" or an
   AttributeError about xla_device), and so is --lr-scheduler inverse_sqrt with --warmup-updates 0
   (a ZeroDivisionError);
+- a checkpoint used in the other direction than it was trained in (de->en fed English, e.g.
+  when fairseq inferred the pair from a folder holding both) is refused, naming the flags;
 - more than one model (fairseq-generate's ensemble, --path a.pt:b.pt) is refused, pointing to
   checkpoint averaging;
 - a criterion other than fastdiss_loss (fairseq's default, cross_entropy, when --criterion is
@@ -43,6 +45,7 @@ from typing import Dict, List
 import torch
 from fairseq import utils
 from fairseq.data import data_utils
+from omegaconf import DictConfig, open_dict
 
 from .errors import FastDiSSError
 
@@ -100,6 +103,28 @@ def check_training_precision(common) -> None:
             f"{flag} trains with fairseq's float16 optimizer, which needs a CUDA GPU ({where}); "
             "leave it out on the CPU, where training runs in float32"
         )
+
+
+def record_or_check_direction(model_cfg, task_cfg, from_checkpoint: bool) -> None:
+    """A model translates the direction it was trained in. fairseq infers the pair from the
+    data folder's file names when --source-lang/--target-lang are left out, and a folder with
+    both directions (IWSLT14's de-en and en-de recipes share one) or a swapped pair on the
+    command line fed a de->en model English without a word. Training records the direction in
+    the model's options, which the checkpoint keeps; loading compares (older checkpoints: no
+    record, no check)."""
+    direction = f"{task_cfg.source_lang}-{task_cfg.target_lang}"
+    if not from_checkpoint:
+        if isinstance(model_cfg, DictConfig):  # fairseq-hydra-train's model config is a struct
+            with open_dict(model_cfg):
+                model_cfg.trained_direction = direction
+        else:
+            model_cfg.trained_direction = direction
+        return
+    trained = getattr(model_cfg, "trained_direction", None)
+    if trained and trained != direction:
+        src, tgt = trained.split("-", 1)
+        raise FastDiSSError(f"the checkpoint translates {src}->{tgt} but this run reads {task_cfg.source_lang}->"
+                            f"{task_cfg.target_lang}: pass --source-lang {src} --target-lang {tgt}")
 
 
 def check_fastdiss_task(task, error: str = "a fastdiss_transformer model needs --task fastdiss_translation") -> None:

@@ -265,6 +265,16 @@ def test_a_checkpoint_holding_a_type_torch_does_not_load_names_it():
     assert "add_safe_globals" in problem and "\n" not in problem
 
 
+def test_checkpoint_used_in_the_other_direction_is_one_line(tiny_data, tiny_model):
+    """A de->en model given --source-lang en --target-lang de translated English without a word."""
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--source-lang", "en", "--target-lang", "de",
+                   check=False)
+    assert_one_line_error(proc, "the checkpoint translates de->en but this run reads en->de: "
+                                "pass --source-lang de --target-lang en")
+    run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--source-lang", "de", "--target-lang", "en")
+
+
 def test_fastdiss_checkpoint_without_its_task_is_one_line(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     args = [a for a in GEN_ARGS if a not in ("--task", "fastdiss_translation")]  # fairseq's default task

@@ -213,6 +213,7 @@ class FastDiSSTranslationTask(TranslationTask):
     def build_model(self, cfg, from_checkpoint=False):
         if not from_checkpoint:  # fairseq-train: fail before the model and the data are built
             safeguards.check_training_run(self.cfg)
+        safeguards.record_or_check_direction(cfg, self.cfg, from_checkpoint)
         with self._model_being_built():
             try:
                 model = super().build_model(cfg, from_checkpoint)
