@@ -272,36 +272,30 @@ def missing_split_error(data_path: str, split: str, src: str, tgt: str) -> FastD
     )
 
 
-def check_evaluation_lengths(dataset, split: str, max_positions) -> None:
-    """A held-out sentence over the position limits: one line, before any decoding, instead
-    of fairseq's traceback (generation would otherwise stop at that batch)."""
+def check_batchable(dataset, split: str, max_tokens, max_positions, refuse_too_long: bool) -> None:
+    """Before fairseq batches a split, on one pass of its position filter:
+    - refuse_too_long (a valid/test split without --skip-invalid-size-inputs-valid-test): a
+      sentence over the position limits is refused, naming it, before any decoding (fairseq's
+      traceback stopped generation at that batch);
+    - every pair filtered out: fairseq stopped with an IndexError or a ZeroDivisionError;
+    - a pair longer than --max-tokens, which no batch could hold: fairseq's AssertionError.
+      Checked on the pairs the filter keeps (fairseq-train folds --max-tokens into the training
+      split's limits and skips what exceeds them), so a dropped pair cannot cause a false refusal."""
     import numpy as np
 
-    _, too_long = dataset.filter_indices_by_size(np.arange(len(dataset)), max_positions)
-    if len(too_long) == 0:
-        return
-    first = int(too_long[0])
-    raise FastDiSSError(
-        f"split {split}: {len(too_long)} sentence(s) longer than the model's positions {max_positions} "
-        f"(sentence {first} has {int(dataset.src_sizes[first])} source and "
-        f"{int(dataset.tgt_sizes[first]) if dataset.tgt_sizes is not None else 0} target tokens); add "
-        "--truncate-source, or --skip-invalid-size-inputs-valid-test to leave them out of the scores"
-    )
-
-
-def check_max_tokens_fits(dataset, split: str, max_tokens, max_positions) -> None:
-    """A sentence pair longer than --max-tokens cannot go into any batch: fairseq stopped with
-    an AssertionError. Checked on the pairs that the position filter keeps (fairseq-train folds
-    --max-tokens into the training split's limits and skips what exceeds them), so a pair it
-    drops cannot cause a false refusal; when it drops every pair, fairseq stopped with an
-    IndexError or a ZeroDivisionError."""
-    import numpy as np
-
-    if not hasattr(dataset, "num_tokens_vec") or len(dataset) == 0:
-        return
     kept = np.arange(len(dataset))
     if max_positions is not None:
-        kept, _ = dataset.filter_indices_by_size(kept, max_positions)
+        kept, too_long = dataset.filter_indices_by_size(kept, max_positions)
+        if refuse_too_long and len(too_long) > 0:
+            first = int(too_long[0])
+            raise FastDiSSError(
+                f"split {split}: {len(too_long)} sentence(s) longer than the model's positions {max_positions} "
+                f"(sentence {first} has {int(dataset.src_sizes[first])} source and "
+                f"{int(dataset.tgt_sizes[first]) if dataset.tgt_sizes is not None else 0} target tokens); add "
+                "--truncate-source, or --skip-invalid-size-inputs-valid-test to leave them out of the scores"
+            )
+    if not hasattr(dataset, "num_tokens_vec") or len(dataset) == 0:
+        return
     if len(kept) == 0:
         shortest = int(np.min(dataset.num_tokens_vec(np.arange(len(dataset)))))
         raise FastDiSSError(

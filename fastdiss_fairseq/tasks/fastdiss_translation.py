@@ -167,11 +167,11 @@ class FastDiSSTranslationTask(TranslationTask):
         # This fairseq build drops the last batch whenever its size is not a multiple of
         # --required-batch-size-multiple (default 8): up to 7 sentences of a valid/test set
         # would silently go unscored. Only the training split may lose its remainder.
-        if dataset is not self.datasets.get(self.cfg.train_subset):
+        held_out = dataset is not self.datasets.get(self.cfg.train_subset)
+        if held_out:
             required_batch_size_multiple = 1
-            if not ignore_invalid_inputs and max_positions is not None:
-                safeguards.check_evaluation_lengths(dataset, self.split_name(dataset), max_positions)
-        safeguards.check_max_tokens_fits(dataset, self.split_name(dataset), max_tokens, max_positions)
+        safeguards.check_batchable(dataset, self.split_name(dataset), max_tokens, max_positions,
+                                   refuse_too_long=held_out and not ignore_invalid_inputs)
         return super().get_batch_iterator(
             dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
             required_batch_size_multiple, **kwargs,
