@@ -6,7 +6,12 @@ model size, in one process, on the same threads; the figure is the median wall t
 full update (forward, backward, Adam step) after warm-up, and target tokens per second.
 
     python recipes/benchmark_train_step.py DATA_BIN [--arch fastdiss_small] [--max-tokens 4096]
-        [--updates 30] [--warmup 5] [--variants baseline scp_mans ar] [--model-args '...'] [--json out.json]
+        [--updates 30] [--warmup 5] [--variants baseline scp_mans ar] [--model-args '...'] [--amp] [--json out.json]
+
+--amp runs every variant's forward under CPU bfloat16 autocast, as fairseq-train --amp does for
+FastDiSS on a CPU (fastdiss_translation's train_step); fairseq's own translation task autocasts
+CUDA operations only, so there the AR figure is what the AR transformer would get, not what
+fairseq-train --amp gives it on a CPU (float32).
 """
 
 import argparse
@@ -65,7 +70,9 @@ def build(data, variant, arch, user_dir, model_args=(), matmul_precision="highes
 
 
 def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, model_args=(),
-                 matmul_precision="highest"):
+                 matmul_precision="highest", amp=False):
+    from fastdiss_fairseq.cpu_performance import cpu_training_autocast
+
     torch.manual_seed(1)
     task, model, criterion = build(data, variant, arch, user_dir, model_args, matmul_precision)
     itr = task.get_batch_iterator(task.dataset("train"), max_tokens=max_tokens, seed=1)
@@ -77,7 +84,8 @@ def time_variant(data, variant, arch, user_dir, max_tokens, updates, warmup, mod
         sample = next(batches)
         torch.manual_seed(1000 + i)  # same self-conditioning coin flips for every variant
         start = time.perf_counter()
-        loss, _, _ = criterion(model, sample)
+        with cpu_training_autocast(amp):
+            loss, _, _ = criterion(model, sample)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -112,6 +120,8 @@ def main(argv=None):
                    "'--noise-scale 4 --source-copy-input' (quote them as one argument)")
     p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
                    help="set for the whole process, so the AR transformer runs under it too")
+    p.add_argument("--amp", action="store_true",
+                   help="forward under CPU bfloat16 autocast, as fairseq-train --amp on a CPU (every variant)")
     p.add_argument("--json")
     args = p.parse_args(argv)
     user_dir = os.path.dirname(fastdiss_fairseq.__file__)
@@ -119,11 +129,11 @@ def main(argv=None):
     # every variant alike, fairseq's own translation task included.
     apply_cpu_settings(args.fp32_matmul_precision)
     print(f"torch threads: {torch.get_num_threads()}, arch {args.arch}, max tokens {args.max_tokens}, "
-          f"fp32 matmul precision {args.fp32_matmul_precision}")
+          f"fp32 matmul precision {args.fp32_matmul_precision}, bfloat16 autocast {args.amp}")
     results = []
     for v in args.variants:
         r = time_variant(args.data, v, args.arch, user_dir, args.max_tokens, args.updates, args.warmup,
-                         args.model_args.split(), args.fp32_matmul_precision)
+                         args.model_args.split(), args.fp32_matmul_precision, args.amp)
         results.append(r)
         print(f"{v:<10} median update {r['median_update_s']:.3f} s   {r['target_tokens_per_s']:.0f} target tok/s   "
               f"({r['params'] / 1e6:.2f}M params)", flush=True)

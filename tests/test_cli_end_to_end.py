@@ -1,5 +1,6 @@
 """End-to-end: the stock fairseq CLIs with --user-dir fastdiss_fairseq on tiny real data."""
 
+import math
 import re
 
 import pytest
@@ -200,6 +201,46 @@ def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tm
     del state["model"]["trained_t_min"]
     torch.save(state, tmp_path / "old.pt")
     assert levels(*load(tmp_path / "old.pt", **uniform)) == pytest.approx([1.0, 0.75, 0.5, 0.25])
+
+
+def test_the_training_loss_under_cpu_autocast_is_close_to_float32_and_backpropagates(tiny_data, tiny_model):
+    """What fairseq-train --amp runs on a CPU (FastDiSSTranslationTask.train_step): the SCP+MANS
+    loss with its custom rounding function, in bfloat16 products, near the float32 loss, with
+    float32 gradients on the float32 parameters."""
+    from fairseq import checkpoint_utils
+    from fastdiss_fairseq.cpu_performance import cpu_training_autocast
+
+    ckpt, _ = tiny_model
+    models, cfg, task = checkpoint_utils.load_model_ensemble_and_task([str(ckpt)], arg_overrides={"data": str(tiny_data)})
+    model, criterion = models[0].train(), task.build_criterion(cfg.criterion)
+    task.load_dataset("train")
+    batch = next(task.get_batch_iterator(task.dataset("train"), max_tokens=1024, seed=1).next_epoch_itr(shuffle=False))
+    losses = {}
+    for autocast in (False, True):
+        torch.manual_seed(3)  # the same times, noise and self-conditioning coin flips
+        model.zero_grad()
+        with cpu_training_autocast(autocast):
+            loss, _, _ = criterion(model, batch)
+        loss.backward()
+        losses[autocast] = loss.item()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
+    assert losses[True] != losses[False]  # the products really ran in bfloat16
+    assert losses[True] == pytest.approx(losses[False], rel=0.02)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_amp_trains_under_bfloat16_autocast_on_the_cpu(tiny_data, tmp_path):
+    """fairseq's --amp autocasts CUDA operations only; on a CPU the task autocasts to bfloat16,
+    says so once, and saves an ordinary float32 checkpoint."""
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--scp", "--mans", "--amp", "--max-update", "3",
+                   "--save-dir", tmp_path)
+    log = proc.stdout + proc.stderr
+    assert log.count("the forward runs under bfloat16 autocast") == 1, log[-3000:]
+    losses = [float(x) for x in re.findall(r"\| train \|.* loss ([-\d.]+)", log)]
+    assert losses and all(math.isfinite(x) for x in losses)
+    state = torch.load(tmp_path / "checkpoint_last.pt", map_location="cpu", weights_only=False)["model"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
 
 
 @pytest.mark.parametrize("normalize_before", [True, False])

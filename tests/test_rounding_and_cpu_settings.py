@@ -237,3 +237,23 @@ def test_blockwise_search_reads_no_padding_past_the_vocabulary():
     assert index[:, :3].tolist() == [[vocab - 1, vocab - 2, vocab - 3]] * 2
     assert values[:, 3:].eq(0).all() and index.lt(vocab).all()
     assert all(len(set(row)) == 8 for row in index.tolist())
+
+
+def test_cpu_training_autocast_runs_products_in_bfloat16_and_puts_the_attention_kernel_back():
+    from fastdiss_fairseq.cpu_performance import cpu_training_autocast
+
+    layer, x = torch.nn.Linear(4, 4), torch.randn(2, 4)
+    flash = torch.backends.cuda.flash_sdp_enabled()
+    try:
+        torch.backends.cuda.enable_flash_sdp(True)
+        with cpu_training_autocast(True):
+            assert layer(x).dtype == torch.bfloat16
+            assert not torch.backends.cuda.flash_sdp_enabled()  # the plain kernel while training
+        assert torch.backends.cuda.flash_sdp_enabled() and layer(x).dtype == torch.float32
+        with cpu_training_autocast(False):
+            assert layer(x).dtype == torch.float32
+        with pytest.raises(KeyError), cpu_training_autocast(True):
+            raise KeyError("a failed forward")
+        assert torch.backends.cuda.flash_sdp_enabled() and layer(x).dtype == torch.float32
+    finally:
+        torch.backends.cuda.enable_flash_sdp(flash)

@@ -12,13 +12,16 @@ from typing import Optional
 
 from fairseq import utils
 from fairseq.dataclass import ChoiceEnum
+from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
 from omegaconf import II
 import torch
 
 from .. import safeguards
-from ..cpu_performance import MATMUL_PRECISIONS, apply_cpu_settings, use_fused_cpu_attention
+from ..cpu_performance import (
+    MATMUL_PRECISIONS, apply_cpu_settings, cpu_training_autocast, use_fused_cpu_attention,
+)
 from ..diffusion.sampler import SAMPLER_UPDATES, SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
 from ..generator import DECODING_DTYPES, LENGTH_BEAM_NOISES, RANKINGS, FastDiSSGenerator, GeneratorConfig
@@ -197,6 +200,26 @@ class FastDiSSTranslationTask(TranslationTask):
                 model.to(torch.bfloat16)
             use_fused_cpu_attention(torch.bfloat16)
         return generator
+
+    def train_step(self, sample, model, criterion, optimizer, update_num, ignore_grad=False):
+        """fairseq's train_step, except for --amp (an AMPOptimizer) on a CPU: fairseq autocasts
+        CUDA operations only, so there the forward runs under bfloat16 autocast instead
+        (cpu_performance.cpu_training_autocast). The backward stays outside autocast, as torch
+        recommends: its operations take the dtypes their forward ones had."""
+        model.train()
+        model.set_num_updates(update_num)
+        amp = isinstance(optimizer, AMPOptimizer)
+        if next(model.parameters()).device.type == "cpu":
+            autocast = cpu_training_autocast(amp)
+        else:
+            autocast = torch.autocast("cuda", enabled=amp)
+        with torch.autograd.profiler.record_function("forward"), autocast:
+            loss, sample_size, logging_output = criterion(model, sample)
+        if ignore_grad:
+            loss *= 0
+        with torch.autograd.profiler.record_function("backward"):
+            optimizer.backward(loss)
+        return loss, sample_size, logging_output
 
     @contextmanager
     def _model_being_built(self):
