@@ -22,6 +22,8 @@
 #                  appended to fairseq-train, fairseq-generate and the preprocess script; they come
 #                  last, so they override the recipe's settings
 #   FP16=0         train in fp32 on GPUs (default: --fp16, as the published runs)
+#   AMP=0          train in fp32 on the CPU (default: --amp, which this plugin's task runs as bfloat16
+#                  autocast on a CPU: 1.4x the updates/s, same loss per update, docs/measurements.md)
 #   PYTHON         the python that has fairseq and this package (default: python); fairseq-train
 #                  and fairseq-generate are taken from PATH
 #
@@ -108,6 +110,9 @@ check_knobs() {
     done
     [[ "$NGPU" =~ ^[0-9]+$ ]] || die "NGPU='$NGPU' is not a number of GPUs (0 = CPU)"
     is_positive_int "$NUM_AVG" || die "NUM_AVG='$NUM_AVG' is not a positive integer"
+    for k in FP16 AMP; do
+        [[ "${!k:-1}" =~ ^[01]$ ]] || die "$k='${!k}' must be 0 or 1"
+    done
     if [ -n "$TRAIN_MINUTES" ]; then
         [[ "$TRAIN_MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]] && [[ "$TRAIN_MINUTES" =~ [1-9] ]] \
             || die "TRAIN_MINUTES='$TRAIN_MINUTES' is not a positive number of minutes"
@@ -192,10 +197,17 @@ train_command() {
         --no-epoch-checkpoints --seed 1 --log-format simple --log-interval "$LOG_INTERVAL")
     if [ "$NGPU" -eq 0 ]; then
         TRAIN_CMD+=(--cpu --num-workers 0)
+        PRECISION=float32
+        if [ "${AMP:-1}" = 1 ]; then
+            TRAIN_CMD+=(--amp)
+            PRECISION=bfloat16-autocast
+        fi
     else
         TRAIN_CMD+=(--distributed-world-size "$NGPU")
+        PRECISION=float32
         if [ "${FP16:-1}" = 1 ]; then
             TRAIN_CMD+=(--fp16)
+            PRECISION=float16
         fi
         if [ "$NGPU" -gt 1 ]; then
             # Some parameters get no gradient in an update (the self-conditioning input when
@@ -242,7 +254,7 @@ report_command() {
         "train_minutes=${TRAIN_MINUTES:-none}" "dropout=$DROPOUT" "label_smoothing=$LABEL_SMOOTHING" \
         "weight_decay=$WEIGHT_DECAY" "clip_norm=$CLIP_NORM" "fastdiss=${FASTDISS_ARGS:-none}" \
         "length_beam=$LENGTH_BEAM" "noise_samples=$NOISE_SAMPLES" "smoke=${SMOKE:-0}" \
-        "extra_train_args=${EXTRA_TRAIN_ARGS:-none}" "data=$DATA"; do
+        "precision=$PRECISION" "extra_train_args=${EXTRA_TRAIN_ARGS:-none}" "data=$DATA"; do
         REPORT_CMD+=(--setting "$kv")
     done
 }

@@ -37,7 +37,7 @@ def recipe_env(**extra):
     """The recipes find fairseq-train etc. on PATH and python as $PYTHON: this interpreter's."""
     env = dict(os.environ, PYTHON=sys.executable, PYTHONWARNINGS="ignore",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
-    for key in ("NGPU", "RAW", "DATA", "OUT", "STEPS", "TRAIN_MINUTES", "SMOKE", "DRY_RUN",
+    for key in ("NGPU", "RAW", "DATA", "OUT", "STEPS", "TRAIN_MINUTES", "SMOKE", "DRY_RUN", "AMP", "FP16",
                 "EXTRA_TRAIN_ARGS", "EXTRA_GEN_ARGS", "PREPARE_ARGS", "NUM_AVG"):
         env.pop(key, None)  # a developer's own settings must not leak into the tests
     env.update({k: str(v) for k, v in extra.items()})
@@ -194,6 +194,7 @@ def test_every_benchmark_and_direction_has_a_recipe():
     ({"STEPS": " "}, "STEPS is empty"),
     ({"NGPU": "two"}, "NGPU='two' is not a number of GPUs"),
     ({"TRAIN_MINUTES": "soon"}, "TRAIN_MINUTES='soon' is not a positive number"),
+    ({"AMP": "yes"}, "AMP='yes' must be 0 or 1"),
     ({"RAW": "/nonexistent/de-en"}, "raw data /nonexistent/de-en does not exist"),
 ])
 def test_bad_input_is_a_one_line_error(tmp_path, env, message):
@@ -243,6 +244,8 @@ def test_cpu_recipe_defaults():
     assert opts["--cpu"] is True and opts["--arch"] == "fastdiss_small"
     assert float(opts["--stop-time-hours"]) == pytest.approx(25 / 60, abs=1e-5)
     assert opts["--scp"] is True and opts["--mans"] is True
+    assert opts["--amp"] is True  # bfloat16 autocast on the CPU
+    assert "--amp" not in train_options("de_en_cpu", AMP=0)
 
 
 # ------------------------------------------------------------------ fairseq-hydra-train configs
@@ -271,7 +274,7 @@ SHELL_TO_HYDRA = {
     "--ddp-backend": "distributed_training.ddp_backend",
     "--source-lang": "task.source_lang", "--target-lang": "task.target_lang",
     "--truncate-source": "task.truncate_source",
-    "--cpu": "common.cpu", "--fp16": "common.fp16", "--seed": "common.seed",
+    "--cpu": "common.cpu", "--fp16": "common.fp16", "--amp": "common.amp", "--seed": "common.seed",
     "--log-interval": "common.log_interval", "--num-workers": "dataset.num_workers",
     "--no-epoch-checkpoints": "checkpoint.no_epoch_checkpoints",
 }
