@@ -20,7 +20,8 @@ Measured on this project's 2-core development machine (docs/measurements.md, sev
 - fairseq-train's `--amp` autocasts CUDA operations only, so on a CPU it changed nothing. There
   it now trains under CPU autocast to bfloat16 (`cpu_training_autocast`): matrix products take
   bfloat16 inputs made once per operation, where `medium` converts float32 inputs inside every
-  product, and softmax, norms and losses stay float32 (torch's autocast lists). Parameters,
+  product. CPU autocast keeps few operations in float32 (not softmax), so the loss terms upcast
+  their logits to float32 themselves, as they did for --fp16. Parameters,
   gradients and the optimizer stay float32, so checkpoints are the same kind as without it.
   README job's model and batch on an AVX512-BF16 CPU: 1.23 s an update against 1.72 s with
   `medium` alone (docs/measurements.md, thirty-seventh session).
