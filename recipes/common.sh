@@ -195,16 +195,15 @@ train_command() {
         --max-tokens "$TOKENS_PER_DEVICE" --update-freq "$UPDATE_FREQ" --max-update "$MAX_UPDATE"
         --save-dir "$CKPT" --save-interval-updates "$SAVE_INTERVAL" --keep-interval-updates "$NUM_AVG"
         --no-epoch-checkpoints --seed 1 --log-format simple --log-interval "$LOG_INTERVAL")
+    PRECISION=float32
     if [ "$NGPU" -eq 0 ]; then
         TRAIN_CMD+=(--cpu --num-workers 0)
-        PRECISION=float32
         if [ "${AMP:-1}" = 1 ]; then
             TRAIN_CMD+=(--amp)
             PRECISION=bfloat16-autocast
         fi
     else
         TRAIN_CMD+=(--distributed-world-size "$NGPU")
-        PRECISION=float32
         if [ "${FP16:-1}" = 1 ]; then
             TRAIN_CMD+=(--fp16)
             PRECISION=float16
