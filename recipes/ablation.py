@@ -94,13 +94,18 @@ OPTIM_ARGS = [
 # fairseq's device flag and the float32 matrix-product precision (the task's option) for every
 # train and decode; configure() sets them from --device and --fp32-matmul-precision.
 DEVICE_ARGS = ["--cpu"]
+# fairseq-train's --amp for every training of a run, or nothing; configure() sets it from --amp.
+# On a CPU the plugin's train_step then runs the forward under bfloat16 autocast (1.4x the
+# updates a second on AVX512-BF16 hosts, docs/measurements.md, thirty-seventh session).
+AMP_ARGS = []
 
 
 def configure(args):
     """Point every fairseq command of this run at --device, --arch and --max-tokens (module
     level: all trainings and decodes of one run share them)."""
-    global DEVICE_ARGS
+    global DEVICE_ARGS, AMP_ARGS
     DEVICE_ARGS = ["--cpu"] if args.device == "cpu" else []
+    AMP_ARGS = ["--amp"] if getattr(args, "amp", False) else []
     # on a GPU, high lets float32 matrix products run as TF32 (several times faster training)
     precision = getattr(args, "fp32_matmul_precision", "highest")
     if precision != "highest":
@@ -154,6 +159,28 @@ def make_slice(raw, dest, max_words, limits):
 
 def checkpoint_updates(path):
     return warm_state(path)[0]
+
+
+def trained_with_amp(path):
+    """Whether a fairseq checkpoint's optimizer was fairseq's AMPOptimizer (--amp); None if it
+    cannot tell. fairseq refuses to resume one with the other optimizer ("Optimizer does not
+    match")."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", mmap=True)
+        return state["optimizer_history"][-1]["optimizer_name"] == "AMPOptimizer"
+    except Exception:  # not a zip checkpoint, or none of fairseq's: nothing to compare
+        return None
+
+
+def amp_mismatch(path):
+    """'--amp on -> off' (or off -> on) if the checkpoint was trained with the other --amp
+    setting than this run's; '' if the same or if it cannot tell."""
+    saved = trained_with_amp(path)
+    if saved is None or saved == bool(AMP_ARGS):
+        return ""
+    return f"--amp {'on' if saved else 'off'} -> {'on' if AMP_ARGS else 'off'}"
 
 
 def warm_state(path):
@@ -220,7 +247,7 @@ def started_from(log_path):
 def train(data, save_dir, extra, log_path, append=False):
     return fairseq("train", data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
                    "--criterion", "fastdiss_loss", *MODEL_ARGS, *OPTIM_ARGS,
-                   *DEVICE_ARGS, "--num-workers", "0", "--disable-validation", "--no-epoch-checkpoints",
+                   *DEVICE_ARGS, *AMP_ARGS, "--num-workers", "0", "--disable-validation", "--no-epoch-checkpoints",
                    "--save-dir", save_dir, "--log-format", "simple", "--log-interval", "50", *extra,
                    out_path=log_path, append=append)
 
@@ -316,7 +343,8 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
     ckpt = os.path.join(save, "checkpoint_last.pt")
     log_path = os.path.join(work, f"{name}.log")
     trained_to = checkpoint_updates(ckpt) if os.path.exists(ckpt) else None
-    changes = criterion_changes(ckpt, MODEL_ARGS + flags) if trained_to is not None else ""
+    changes = ", ".join(filter(None, (criterion_changes(ckpt, MODEL_ARGS + flags), amp_mismatch(ckpt)))
+                        ) if trained_to is not None else ""
     stale = continued = None
     if changes:
         # Trained with other SCP/MANS settings, e.g. before a criterion default changed.
@@ -398,7 +426,7 @@ def warm_start(args, data):
         train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
     else:
         updates, epoch, seconds = warm_state(ckpt)
-        changes = criterion_changes(ckpt, MODEL_ARGS)
+        changes = ", ".join(filter(None, (criterion_changes(ckpt, MODEL_ARGS), amp_mismatch(ckpt))))
         if changes:
             sys.exit(f"ablation: error: the warm start in {warm} was trained with other settings "
                      f"({changes}); pass another --work")
@@ -439,6 +467,9 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--fp32-matmul-precision", choices=["highest", "high", "medium"], default="highest",
                    help="every training and decode (the task's option; on a GPU, high: TF32)")
+    p.add_argument("--amp", action="store_true",
+                   help="train under fairseq's --amp (on a CPU: the forward in bfloat16 autocast); a run "
+                        "folder is bound to one setting (a warm start trained with the other is refused)")
     p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
     p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
     # 0.5: the baseline learns 1.3-1.5x faster per update from U(0.5, 1) on this data
@@ -684,7 +715,9 @@ def write_report(results, out, quick):
             if s.get("from_scratch_minutes") else "") if s.get("from_scratch_updates") else
          f"Warm start: {results['warm_updates']} updates of the baseline objective; each variant then "
          f"{s['variant_updates']} updates")
-        + f"; {s.get('arch', 'fastdiss_small')} on {s.get('device', 'cpu')}, {s.get('max_tokens', 3072)} tokens "
+        + f"; {s.get('arch', 'fastdiss_small')} on {s.get('device', 'cpu')}"
+        + (", trained with --amp (on the CPU: bfloat16 autocast)" if s.get("amp") else "")
+        + f", {s.get('max_tokens', 3072)} tokens "
         f"a batch; training times U({s.get('t_min', 0.0)}, 1); {s['bpe_merges']} BPE merges; training pairs "
         f"with at most {s['max_words']} words a side; length beam {s['length_beam']}; seed {seed0}; decoded "
         f"{'with --no-clamping' if s.get('no_clamping') else 'with clamping (the default since the fourth session)'}.",

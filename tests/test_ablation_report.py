@@ -290,3 +290,32 @@ def test_t_min_reaches_every_training_and_is_checked(tiny_model, tmp_path, monke
                            "--work", str(tmp_path / "work")], capture_output=True, text=True)
     assert proc.returncode != 0 and proc.stderr.strip() == "ablation: error: --t-min must be in [0, 1), got 1.0"
     assert not (tmp_path / "work").exists()
+
+
+def test_amp_reaches_every_training_and_binds_the_run_folder(tiny_model, tmp_path, monkeypatch):
+    """--amp: every fairseq-train of the run gets --amp; a warm start or variant trained with the
+    other setting is not resumed (fairseq would stop: "Optimizer does not match")."""
+    for name in ("MODEL_ARGS", "OPTIM_ARGS", "DEVICE_ARGS", "AMP_ARGS"):
+        monkeypatch.setattr(ablation, name, list(getattr(ablation, name)))
+    ckpt = str(tiny_model[0])  # trained without --amp
+    ablation.configure(ablation.argparse.Namespace(device="cpu", arch="fastdiss_small", max_tokens=3072,
+                                                   t_min=0.5, amp=False))
+    assert ablation.trained_with_amp(ckpt) is False and ablation.amp_mismatch(ckpt) == ""
+    ablation.configure(ablation.argparse.Namespace(device="cpu", arch="fastdiss_small", max_tokens=3072,
+                                                   t_min=0.5, amp=True))
+    assert ablation.amp_mismatch(ckpt) == "--amp off -> on"
+    (tmp_path / "not_a_checkpoint.pt").write_text("x")
+    assert ablation.trained_with_amp(str(tmp_path / "not_a_checkpoint.pt")) is None
+    commands = []
+    monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None, append=False: commands.append(cmd) or "")
+    ablation.train("data", str(tmp_path / "w"), [], str(tmp_path / "w.log"))
+    assert "--amp" in commands[0] and "--cpu" in commands[0]
+    # a warm start trained without --amp is refused by a run with it, in one line
+    (tmp_path / "data-bin" / "refs").mkdir(parents=True)
+    (tmp_path / "data-bin" / "prepare.json").write_text("{}")
+    (tmp_path / "data-bin" / "refs" / "test.en").write_text("a\n")
+    (tmp_path / "warm").mkdir()
+    shutil.copy(ckpt, tmp_path / "warm" / "checkpoint_last.pt")
+    monkeypatch.setattr(ablation, "criterion_changes", lambda path, flags: "")
+    with pytest.raises(SystemExit, match=r"was trained with other settings \(--amp off -> on\); pass another --work"):
+        ablation.main(["--amp", "--warm-updates", "30", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
