@@ -36,6 +36,10 @@ a slice (for smoke tests; its numbers mean nothing).
     python recipes/ablation.py                      # about 2.8 hours on 2 CPU cores (1 h warm start,
                                                     # 10 trainings of 400 updates ~1 h, decodes ~45 min)
     python recipes/ablation.py --variant-updates 200   # about 2.3 hours (the design until the 26th session)
+    python recipes/ablation.py --amp                # trains under bfloat16 autocast: on a 2-core AMD EPYC
+                                                    # (AVX512-BF16) warm start 53 min, 10 trainings 47 min
+    python recipes/ablation.py --amp --variants baseline scp_mans --no-sweep   # the targets only: 1.6 hours
+                                                    # there (docs/ablation_amp.md)
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
