@@ -227,6 +227,12 @@ def criterion_changes(ckpt, flags):
     return ", ".join(resume_check.changed_options(saved, criterion_settings(flags)))
 
 
+def settings_changes(ckpt, flags):
+    """What a checkpoint was trained with that this run would not: criterion settings and --amp
+    ('' if nothing, or if it cannot tell)."""
+    return ", ".join(filter(None, (criterion_changes(ckpt, flags), amp_mismatch(ckpt))))
+
+
 def training_seconds(log_path):
     """fairseq-train's own "done training in X seconds" lines of a run, summed: a variant continued
     to a larger --variant-updates appends its second training to the same log."""
@@ -347,11 +353,10 @@ def continue_from_warm(data, work, name, flags, seed, warm_ckpt, max_update, int
     ckpt = os.path.join(save, "checkpoint_last.pt")
     log_path = os.path.join(work, f"{name}.log")
     trained_to = checkpoint_updates(ckpt) if os.path.exists(ckpt) else None
-    changes = ", ".join(filter(None, (criterion_changes(ckpt, MODEL_ARGS + flags), amp_mismatch(ckpt)))
-                        ) if trained_to is not None else ""
+    changes = settings_changes(ckpt, MODEL_ARGS + flags) if trained_to is not None else ""
     stale = continued = None
     if changes:
-        # Trained with other SCP/MANS settings, e.g. before a criterion default changed.
+        # Trained with other SCP/MANS settings (e.g. before a criterion default changed) or --amp.
         stale = f"was trained with other settings ({changes})"
     elif trained_to is not None and trained_to != max_update and not max_minutes:
         origin = checkpoint_updates(warm_ckpt) if warm_ckpt else 0
@@ -430,7 +435,7 @@ def warm_start(args, data):
         train(data, warm, warm_args, os.path.join(args.work, "warm.log"))
     else:
         updates, epoch, seconds = warm_state(ckpt)
-        changes = ", ".join(filter(None, (criterion_changes(ckpt, MODEL_ARGS), amp_mismatch(ckpt))))
+        changes = settings_changes(ckpt, MODEL_ARGS)
         if changes:
             sys.exit(f"ablation: error: the warm start in {warm} was trained with other settings "
                      f"({changes}); pass another --work")
