@@ -23,16 +23,32 @@ logger = logging.getLogger(__name__)
 _fairseq_load_checkpoint = getattr(Trainer.load_checkpoint, "fairseq_original", Trainer.load_checkpoint)
 
 
-def stored_criterion_cfg(filename: str):
-    """The criterion cfg a fairseq checkpoint was trained with, or None if it cannot tell."""
+def stored_state(filename: str):
+    """A fairseq checkpoint's state dict, memory-mapped (the weights are not read), or None if
+    it cannot be read that way."""
     try:
         state = torch.load(filename, map_location="cpu", mmap=True)
     except Exception as e:  # legacy (non-zip) files cannot be memory-mapped; just skip the check
-        logger.debug("could not read the cfg of %s: %s", filename, e)
+        logger.debug("could not read %s: %s", filename, e)
         return None
-    cfg = state.get("cfg") if isinstance(state, dict) else None
+    return state if isinstance(state, dict) else None
+
+
+def stored_criterion_cfg(filename: str):
+    """The criterion cfg a fairseq checkpoint was trained with, or None if it cannot tell."""
+    cfg = (stored_state(filename) or {}).get("cfg")
     criterion = cfg.get("criterion") if isinstance(cfg, dict) else None
     return criterion if isinstance(criterion, dict) else None
+
+
+def stored_optimizer_name(filename: str):
+    """The class name of the optimizer a fairseq checkpoint was last trained with
+    ('AMPOptimizer' under --amp, 'FairseqAdam' without it), or None if it cannot tell.
+    fairseq-train refuses to resume one with the other ("Optimizer does not match")."""
+    try:
+        return stored_state(filename)["optimizer_history"][-1]["optimizer_name"]
+    except (TypeError, KeyError, IndexError):  # unreadable, or not one of fairseq's
+        return None
 
 
 def effective_options(criterion: dict) -> dict:

@@ -169,13 +169,8 @@ def trained_with_amp(path):
     """Whether a fairseq checkpoint's optimizer was fairseq's AMPOptimizer (--amp); None if it
     cannot tell. fairseq refuses to resume one with the other optimizer ("Optimizer does not
     match")."""
-    import torch
-
-    try:
-        state = torch.load(path, map_location="cpu", mmap=True)
-        return state["optimizer_history"][-1]["optimizer_name"] == "AMPOptimizer"
-    except Exception:  # not a zip checkpoint, or none of fairseq's: nothing to compare
-        return None
+    name = resume_check.stored_optimizer_name(path)
+    return None if name is None else name == "AMPOptimizer"
 
 
 def amp_mismatch(path):

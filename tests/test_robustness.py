@@ -610,3 +610,29 @@ def test_interactive_moses_without_languages_is_one_line(tiny_data, tiny_model):
                    "--path", ckpt, "--cpu", "--tokenizer", "moses", "--bpe", "subword_nmt",
                    "--bpe-codes", tiny_data / "bpecodes", stdin="Hallo Welt\n", check=False)
     assert_one_line_error(proc, "tokenizer.source_lang is empty", "pass both")
+
+
+@pytest.mark.parametrize("old_output", ["other_bpe", "no_amp"])
+def test_readme_job_refuses_an_output_folder_of_an_older_version(old_output, tiny_model, tmp_path):
+    """The README's job resumes what it finds in OUT. Data of another vocabulary, or a checkpoint
+    trained without --amp (fairseq would stop on resume: "Optimizer does not match"), is refused in
+    one line before any work."""
+    from conftest import ROOT
+
+    out = tmp_path / "out"
+    if old_output == "other_bpe":
+        (out / "data-bin").mkdir(parents=True)
+        (out / "data-bin" / "prepare.json").write_text('{"bpe_merges": 3000}')
+        expected = "holds data preprocessed with other BPE merges than 10000"
+    else:
+        (out / "checkpoints").mkdir(parents=True)
+        shutil.copy(tiny_model[0], out / "checkpoints" / "checkpoint_last.pt")  # trained without --amp
+        expected = "checkpoint_last.pt was trained without --amp by an older version of this script"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "user_dir_examples", "run_de_en_example.sh")],
+                          env=dict(ENV, OUT=str(out), VENV=sys.prefix), capture_output=True, text=True,
+                          timeout=300)  # past the guards, the job would preprocess and train
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("run_de_en_example.sh: error: ") and expected in last, last
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == [("data-bin" if old_output == "other_bpe" else "checkpoints")]

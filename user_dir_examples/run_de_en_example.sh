@@ -51,7 +51,8 @@ if [ -f "$DATA/prepare.json" ] && ! python -c "import json, sys; sys.exit(json.l
 fi
 # A checkpoint of a version of this script that trained without --amp holds another optimizer
 # (fairseq's FairseqAdam, not its AMPOptimizer), which fairseq-train would refuse to resume.
-if [ -f "$CKPT/checkpoint_last.pt" ] && ! python -c "import sys, torch; sys.exit(torch.load(sys.argv[1], map_location='cpu', weights_only=False)['optimizer_history'][-1]['optimizer_name'] != 'AMPOptimizer')" "$CKPT/checkpoint_last.pt"; then
+# (A checkpoint whose optimizer cannot be read is left to fairseq-train to judge.)
+if [ -f "$CKPT/checkpoint_last.pt" ] && ! python -c "import sys; from fastdiss_fairseq.resume_check import stored_optimizer_name as name; sys.exit(name(sys.argv[1]) not in ('AMPOptimizer', None))" "$CKPT/checkpoint_last.pt"; then
     echo "run_de_en_example.sh: error: $CKPT/checkpoint_last.pt was trained without --amp by an older version of this script; remove $OUT or set OUT to a new folder" >&2
     exit 1
 fi
