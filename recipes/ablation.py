@@ -33,13 +33,12 @@ Outputs under --out (default docs/): ablation.json, ablation.md, ablation.png, a
 folder with logs and checkpoints under --work. --quick runs the same pipeline in minutes on
 a slice (for smoke tests; its numbers mean nothing).
 
-    python recipes/ablation.py                      # about 2.8 hours on 2 CPU cores (1 h warm start,
-                                                    # 10 trainings of 400 updates ~1 h, decodes ~45 min)
-    python recipes/ablation.py --variant-updates 200   # about 2.3 hours (the design until the 26th session)
-    python recipes/ablation.py --amp                # trains under bfloat16 autocast: on a 2-core AMD EPYC
-                                                    # (AVX512-BF16) warm start 53 min, 10 trainings 47 min
-    python recipes/ablation.py --amp --variants baseline scp_mans --no-sweep   # the targets only: 1.6 hours
-                                                    # there (docs/ablation_amp.md)
+    python recipes/ablation.py                      # about 2.5 hours on 2 CPU cores (AMD EPYC, AVX512-BF16):
+                                                    # warm start 53 min, 10 trainings of 400 updates 47 min,
+                                                    # decodes ~45 min; trains under --amp (bfloat16 autocast)
+    python recipes/ablation.py --no-amp             # float32 trainings: about 2.8 hours (docs/ablation_fp32.md)
+    python recipes/ablation.py --variant-updates 200   # the design until the 26th session
+    python recipes/ablation.py --variants baseline scp_mans --no-sweep   # the targets only: 1.6 hours
     python recipes/ablation.py --quick --out /tmp/ablation-quick
 """
 
@@ -457,7 +456,9 @@ def main(argv=None):
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
     p.add_argument("--out", default=os.path.join(ROOT, "docs"))
     # 4000 at --t-min 0.5: the baseline's 50-step SacreBLEU crosses the issue's bar of 10 there
-    # (3.81 / 6.29 / 8.92 / 10.52 at 1000-4000 updates; docs/ablation.md). At --t-min 0 it took
+    # (4.78 / 7.42 / 10.71 / 12.41 at 1000-4000 updates in docs/ablation.md; 4.72 / 7.28 / 10.22 /
+    # 11.83 in float32, docs/ablation_fp32.md; 3.81 / 6.29 / 8.92 / 10.52 in an earlier run,
+    # docs/measurements.md, twenty-first session). At --t-min 0 it took
     # 6000-7000 updates and the benchmark about 3 hours (docs/ablation_tmin0.md).
     p.add_argument("--warm-updates", type=int, default=4000,
                    help="warm-start length in updates (the reproducible budget; 0: use --warm-minutes)")
@@ -471,9 +472,11 @@ def main(argv=None):
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--fp32-matmul-precision", choices=["highest", "high", "medium"], default="highest",
                    help="every training and decode (the task's option; on a GPU, high: TF32)")
-    p.add_argument("--amp", action="store_true",
-                   help="train under fairseq's --amp (on a CPU: the forward in bfloat16 autocast); a run "
-                        "folder is bound to one setting (a warm start trained with the other is refused)")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True,
+                   help="train under fairseq's --amp (on a CPU: the forward in bfloat16 autocast; the default "
+                        "since the thirty-ninth session: three runs of the benchmark gave the same result, "
+                        "the --amp one 1.3x faster); --no-amp trains in float32; a run folder is bound to one "
+                        "setting (a warm start trained with the other is refused)")
     p.add_argument("--arch", default="fastdiss_small", help="fastdiss_iwslt_de_en on a GPU")
     p.add_argument("--max-tokens", type=int, default=3072, help="training batch size in tokens")
     # 0.5: the baseline learns 1.3-1.5x faster per update from U(0.5, 1) on this data

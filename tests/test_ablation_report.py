@@ -310,7 +310,7 @@ def test_amp_reaches_every_training_and_binds_the_run_folder(tiny_model, tmp_pat
     monkeypatch.setattr(ablation, "run", lambda cmd, out_path=None, append=False: commands.append(cmd) or "")
     ablation.train("data", str(tmp_path / "w"), [], str(tmp_path / "w.log"))
     assert "--amp" in commands[0] and "--cpu" in commands[0]
-    # a warm start trained without --amp is refused by a run with it, in one line
+    # a warm start trained without --amp is refused by a run with it (the default), in one line
     (tmp_path / "data-bin" / "refs").mkdir(parents=True)
     (tmp_path / "data-bin" / "prepare.json").write_text("{}")
     (tmp_path / "data-bin" / "refs" / "test.en").write_text("a\n")
@@ -318,4 +318,4 @@ def test_amp_reaches_every_training_and_binds_the_run_folder(tiny_model, tmp_pat
     shutil.copy(ckpt, tmp_path / "warm" / "checkpoint_last.pt")
     monkeypatch.setattr(ablation, "criterion_changes", lambda path, flags: "")
     with pytest.raises(SystemExit, match=r"was trained with other settings \(--amp off -> on\); pass another --work"):
-        ablation.main(["--amp", "--warm-updates", "30", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
+        ablation.main(["--warm-updates", "30", "--work", str(tmp_path), "--out", str(tmp_path / "out")])

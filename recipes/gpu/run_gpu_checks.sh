@@ -39,9 +39,11 @@ VARIANTS="${VARIANTS:-baseline scp_mans}"
 # shellcheck source=recipes/gpu/gpu_env.sh
 source "$(dirname "$0")/gpu_env.sh" run_gpu_checks
 
+# --no-amp: these runs were sized in float32 with TF32 matrix products (PRECISION=high); fairseq's
+# --amp on a GPU is float16 autocast, not measured with this model.
 # shellcheck disable=SC2086  # STEPS and VARIANTS are lists
 PYTHONUNBUFFERED=1 python3 recipes/ablation.py --device "$DEVICE" --arch "$ARCH" --max-tokens "$MAX_TOKENS" \
     --from-scratch-updates "$UPDATES" --from-scratch-minutes "$TRAIN_MINUTES" --fp32-matmul-precision "$PRECISION" \
-    --t-min "$T_MIN" --curve-every "$((UPDATES / 2))" --jobs "$JOBS" --seeds 1 --no-sweep --variants $VARIANTS \
+    --no-amp --t-min "$T_MIN" --curve-every "$((UPDATES / 2))" --jobs "$JOBS" --seeds 1 --no-sweep --variants $VARIANTS \
     --recompute-max-steps 5 --steps $STEPS --work "$WORK" --out "$OUT" 2>&1 | tee "$OUT/ablation_gpu.log"
 tail -n 4 "$WORK"/baseline.seed1.log > "$OUT/train_tail.txt" || true

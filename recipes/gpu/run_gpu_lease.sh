@@ -75,10 +75,11 @@ pack() {
 # seconds left until $1 seconds after the start, at least 1 ("timeout 0" would never stop)
 left() { local n=$(($1 - SECONDS)); echo $((n > 0 ? n : 1)); }
 
+# --no-amp: as in run_gpu_checks.sh, float32 with TF32 matrix products, as sized
 # shellcheck disable=SC2086  # STEPS is a list of numbers
 OMP_NUM_THREADS=4 timeout "$(left "$ABLATION_BY")" python3 recipes/ablation.py --device "$DEVICE" --arch "$ARCH" \
     --variants baseline scp_mans --max-tokens "$MAX_TOKENS" --from-scratch-updates "$UPDATES" \
-    --from-scratch-minutes "$TRAIN_MINUTES" --fp32-matmul-precision "$PRECISION" --t-min "$T_MIN" \
+    --from-scratch-minutes "$TRAIN_MINUTES" --fp32-matmul-precision "$PRECISION" --no-amp --t-min "$T_MIN" \
     --curve-every "$CURVE_EVERY" --jobs "$JOBS" --seeds 1 --no-sweep --recompute-max-steps 5 --steps $STEPS \
     --work "$WORK" --out "$OUT" > "$OUT/ablation_gpu.log" 2>&1 &
 ablation=$!
