@@ -63,8 +63,9 @@ class FastDiSSLossConfig(FairseqDataclass):
         default=False,
         metadata={"help": "MANS: per-token noise, more noise for tokens the model denoises confidently"},
     )
-    # 0.25, not 0.5: better at 5 steps on de-en/valid in all three defaults sweeps (docs/ablation.md,
-    # docs/ablation_tmin0.md, docs/measurements.md: fifth, sixth and eleventh sessions)
+    # 0.25, not 0.5: better at 5 steps on de-en/valid in every defaults sweep (docs/ablation.md,
+    # docs/ablation_fp32.md, docs/ablation_tmin0.md, docs/measurements.md: fifth, sixth and
+    # eleventh sessions)
     mans_strength: float = field(
         default=0.25, metadata={"help": "MANS lambda in t_i = t + lambda (1 - t) r_i"}
     )
