@@ -82,6 +82,38 @@ def test_a_weak_baseline_makes_the_comparison_inconclusive(tmp_path):
     assert (tmp_path / "docs" / "ablation.png").stat().st_size > 0
 
 
+def test_the_lead_is_also_judged_with_each_models_own_sampler(tmp_path):
+    """The baseline may prefer another sampler than the shared default: the best (update, rho) on
+    valid at 5 steps is chosen per model, and the lead at 5 steps is judged again with it."""
+    results = finished_run({
+        ("baseline", 1): {1: 9.0, 2: 10.0, 5: 11.0, 50: 12.0},
+        ("scp_mans", 1): {1: 11.5, 2: 12.0, 5: 12.3, 50: 12.5},
+        ("baseline", 2): {5: 11.2}, ("scp_mans", 2): {5: 12.4},
+    })
+    for r in results["sampler_sweep"]:  # the baseline prefers rho 1; SCP+MANS ties renoise 0.5 and 0.35
+        r["sacrebleu_valid"] = {("baseline", "renoise", 1.0): 9.0, ("scp_mans", "renoise", 0.5): 9.5,
+                                ("scp_mans", "renoise", 0.35): 9.5}.get((r["variant"], r["update"], r["exponent"]), 8.0)
+    assert ablation.best_sampler(results["sampler_sweep"], "baseline") == ("renoise", 1.0)
+    assert ablation.best_sampler(results["sampler_sweep"], "scp_mans") == ("renoise", 0.5)  # first of a tie
+    assert ablation.best_sampler(results["sampler_sweep"], "scp") is None
+    results["tuned_sampler"] = [
+        {"variant": "baseline", "seed": 1, "update": "renoise", "exponent": 1.0, "steps": 5, "sacrebleu": 11.5},
+        {"variant": "baseline", "seed": 2, "update": "renoise", "exponent": 1.0, "steps": 5, "sacrebleu": 11.3},
+        {"variant": "scp_mans", "seed": 1, "update": "renoise", "exponent": 0.5, "steps": 5, "sacrebleu": 12.3},
+        {"variant": "scp_mans", "seed": 2, "update": "renoise", "exponent": 0.5, "steps": 5, "sacrebleu": 12.4}]
+    path = tmp_path / "ablation.json"
+    path.write_text(json.dumps(results))
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--report-from",
+                           str(path), "--out", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (tmp_path / "ablation.md").read_text()
+    assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0 (difference) | +1.30 | yes |" in report
+    assert "| FastDiSS 5 steps >= baseline 5 steps + 1.0, each with its own sampler (below), per seed (1, 2) " \
+        "| +0.80, +1.10 | no, yes |" in report
+    assert "| baseline | renoise, rho 1 | 11.50 | 11.30 |" in report
+    assert "| scp_mans | renoise, rho 0.5 | 12.30 | 12.40 |" in report
+
+
 def test_a_finished_decode_is_reused(tiny_data, tiny_model, tmp_path, monkeypatch):
     ckpt = str(tmp_path / "checkpoint.pt")
     shutil.copy2(tiny_model[0], ckpt)

@@ -15,7 +15,7 @@ import torch
 from fairseq import checkpoint_utils
 
 import fastdiss_fairseq  # noqa: F401  (lets torch.load read fairseq checkpoints; patches checkpoint_utils)
-from conftest import TINY_TRAIN_ARGS, USER_DIR, run_cli
+from conftest import ROOT, TINY_TRAIN_ARGS, USER_DIR, run_cli
 
 GEN_ARGS = ["--user-dir", USER_DIR, "--task", "fastdiss_translation", "--cpu",
             "--max-tokens", "2000", "--remove-bpe", "--seed", "7"]
@@ -617,8 +617,6 @@ def test_readme_job_refuses_an_output_folder_of_an_older_version(old_output, tin
     """The README's job resumes what it finds in OUT. Data of another vocabulary, or a checkpoint
     trained without --amp (fairseq would stop on resume: "Optimizer does not match"), is refused in
     one line before any work."""
-    from conftest import ROOT
-
     out = tmp_path / "out"
     if old_output == "other_bpe":
         (out / "data-bin").mkdir(parents=True)
