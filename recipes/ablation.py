@@ -671,20 +671,24 @@ def main(argv=None):
     # sampler sweep found best on valid (the table's own cell where that is the default).
     defaults = generator_defaults()
     default_sampler = (defaults["sampler_update"], defaults["decoding_time_exponent"])
-    tuned_cells = [(variant, seed, best_sampler(results["sampler_sweep"], variant))
-                   for variant in SAMPLER_SWEEP_VARIANTS for seed in args.seeds
-                   if results["sampler_sweep"] and TUNED_STEPS in args.steps]
+    tuned_cells = []
+    if results["sampler_sweep"] and TUNED_STEPS in args.steps:
+        tuned_cells = [(variant, seed, *best_sampler(results["sampler_sweep"], variant))
+                       for variant in SAMPLER_SWEEP_VARIANTS for seed in args.seeds]
+
+    def tuned_path(variant, seed, update, rho):
+        return os.path.join(args.work, f"{variant}.seed{seed}.gen{TUNED_STEPS}.{update}.rho{rho:g}{tag}.txt")
+
     tuned_decodes = [(data, last_checkpoint(variant, seed), TUNED_STEPS, args.length_beam,
-                      os.path.join(args.work, f"{variant}.seed{seed}.gen{TUNED_STEPS}.{update}.rho{rho:g}{tag}.txt"),
-                      "test", ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}", *decode_extra))
-                     for variant, seed, (update, rho) in tuned_cells if (update, rho) != default_sampler]
+                      tuned_path(variant, seed, update, rho), "test",
+                      ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}", *decode_extra))
+                     for variant, seed, update, rho in tuned_cells if (update, rho) != default_sampler]
     decode_many(tuned_decodes, args.jobs)
-    scores = iter(sacrebleu(task[4], refs) for task in tuned_decodes)
+    table_score = {(r["variant"], r["seed"]): r["sacrebleu"] for r in results["runs"] if r["steps"] == TUNED_STEPS}
     results["tuned_sampler"] = []
-    for variant, seed, (update, rho) in tuned_cells:
-        score = (next(scores) if (update, rho) != default_sampler
-                 else next(r["sacrebleu"] for r in results["runs"]
-                           if (r["variant"], r["seed"], r["steps"]) == (variant, seed, TUNED_STEPS)))
+    for variant, seed, update, rho in tuned_cells:
+        score = (table_score[(variant, seed)] if (update, rho) == default_sampler
+                 else sacrebleu(tuned_path(variant, seed, update, rho), refs))
         results["tuned_sampler"].append({"variant": variant, "seed": seed, "update": update, "exponent": rho,
                                          "steps": TUNED_STEPS, "sacrebleu": score})
         log(f"  {variant} seed {seed} K={TUNED_STEPS} with its own sampler ({update}, rho={rho:g}): "
