@@ -456,7 +456,7 @@ def warm_start(args, data):
     return ckpt, updates, seconds
 
 
-def main(argv=None):
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--raw", default=os.path.join(ROOT, "..", "shared", "data", "de-en"))
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"))
@@ -520,9 +520,13 @@ def main(argv=None):
                         "how many updates the baseline needs to reach the 10-BLEU bar, before any variant runs")
     p.add_argument("--report-from", metavar="JSON",
                    help="only rewrite the table and plot under --out from a finished run's JSON")
+    return p
+
+
+def main(argv=None):
     # the command as given, for the report (options like --quick rewrite args below)
     command = shlex.join(["python", "recipes/ablation.py", *(sys.argv[1:] if argv is None else argv)])
-    args = p.parse_args(argv)
+    args = build_parser().parse_args(argv)
     if args.report_from:
         with open(args.report_from) as f:
             results = json.load(f)
