@@ -321,6 +321,17 @@ def generator_defaults() -> dict:
     return asdict(GeneratorConfig())
 
 
+def default_sampler():
+    """(update, rho): the generator's default sampler, which the table decodes every variant with."""
+    defaults = generator_defaults()
+    return defaults["sampler_update"], defaults["decoding_time_exponent"]
+
+
+def sampler_flags(update, rho):
+    """The fairseq-generate flags of one sampler setting of the sweep."""
+    return ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}")
+
+
 def decode_settings(args) -> str:
     """One line naming a decode: its command and the generator's defaults at the time."""
     return "# decode: " + json.dumps({"args": [str(a) for a in args], "generator_defaults": generator_defaults()})
@@ -635,7 +646,7 @@ def main(argv=None):
                                            for update, rho in SAMPLER_SETTINGS for k in SWEEP_STEPS]
     grid_decodes = [(data, last_checkpoint(variant, seed0), k, args.length_beam,
                      os.path.join(args.work, f"{variant}.seed{seed0}.valid.gen{k}.{update}.rho{rho:g}{tag}.txt"),
-                     "valid", ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}", *decode_extra))
+                     "valid", (*sampler_flags(update, rho), *decode_extra))
                     for variant, update, rho, k in grid_cells]
     # All at once, shared among --jobs processes (each pays its start-up once), so that the
     # per-part decode_many calls below find them done and only read their speed figures.
@@ -673,8 +684,7 @@ def main(argv=None):
             f"{results['sampler_sweep'][-1]['sacrebleu_valid']:.2f}")
     # Each model with its own sampler: test at TUNED_STEPS, every seed, with the setting the
     # sampler sweep found best on valid (the table's own cell where that is the default).
-    defaults = generator_defaults()
-    default_sampler = (defaults["sampler_update"], defaults["decoding_time_exponent"])
+    default = default_sampler()
     tuned_cells = []
     if results["sampler_sweep"] and TUNED_STEPS in args.steps:
         tuned_cells = [(variant, seed, *best_sampler(results["sampler_sweep"], variant))
@@ -685,13 +695,13 @@ def main(argv=None):
 
     tuned_decodes = [(data, last_checkpoint(variant, seed), TUNED_STEPS, args.length_beam,
                       tuned_path(variant, seed, update, rho), "test",
-                      ("--sampler-update", update, "--decoding-time-exponent", f"{rho:g}", *decode_extra))
-                     for variant, seed, update, rho in tuned_cells if (update, rho) != default_sampler]
+                      (*sampler_flags(update, rho), *decode_extra))
+                     for variant, seed, update, rho in tuned_cells if (update, rho) != default]
     decode_many(tuned_decodes, args.jobs)
     table_score = {(r["variant"], r["seed"]): r["sacrebleu"] for r in results["runs"] if r["steps"] == TUNED_STEPS}
     results["tuned_sampler"] = []
     for variant, seed, update, rho in tuned_cells:
-        score = (table_score[(variant, seed)] if (update, rho) == default_sampler
+        score = (table_score[(variant, seed)] if (update, rho) == default
                  else sacrebleu(tuned_path(variant, seed, update, rho), refs))
         results["tuned_sampler"].append({"variant": variant, "seed": seed, "update": update, "exponent": rho,
                                          "steps": TUNED_STEPS, "sacrebleu": score})
@@ -833,8 +843,7 @@ def write_report(results, out, quick):
             flags = flags or "(none)"
             lines.append(f"| {setting} | `{flags}` | " + " | ".join(f"{by_k[k]:.2f}" for k in SWEEP_STEPS) + " |")
     if results.get("sampler_sweep"):
-        defaults = generator_defaults()
-        default = (defaults["sampler_update"], defaults["decoding_time_exponent"])
+        default = default_sampler()
         lines += ["", "The sampler on de-en/valid (never test), decode-only, the variants above (seed "
                   f"{seed0}): `--sampler-update` and rho of the time grid t_k = t_end + (1 - t_end) (1 - k/K)^rho; "
                   f"the table above used the defaults, {default[0]} and rho = {default[1]:g}:",
