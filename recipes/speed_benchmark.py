@@ -41,6 +41,7 @@ the table as speed_profile.md.
 import argparse
 import json
 import os
+import platform
 import re
 import statistics
 import subprocess
@@ -51,6 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
 from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
+from fastdiss_fairseq.resume_check import stored_optimizer_name  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -296,7 +298,7 @@ def measure_in_one_process(args, data, ckpt, confs):
     return measured
 
 
-def main(argv=None):
+def build_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=os.path.join(ROOT, "runs", "ablation"),
                    help="the ablation's work folder (its data-bin and SCP+MANS checkpoint are reused)")
@@ -347,7 +349,7 @@ def main(argv=None):
     p.add_argument("--only", nargs="+", metavar="NAME",
                    help="measure only the configurations with these names (e.g. 'AR greedy' "
                         "'FastDiSS 5 st. (L=1)'); AR beam 5, the reference of the ratios, is always "
-                        "measured; the report keeps the other rows of an existing report of the same "
+                        "measured; the report keeps the other rows of an existing report of the same host, "
                         "precision and dtype (each row names its model's updates and date). Only the "
                         "models these rows decode are trained and need a checkpoint")
     p.add_argument("--quick", action="store_true", help="the ablation's --quick work folder, 1 repeat")
@@ -358,10 +360,11 @@ def main(argv=None):
     p.add_argument("--fp32-matmul-precision", default="highest", choices=MATMUL_PRECISIONS,
                    help="for every training and decoding row alike, fairseq's own models included "
                         "(on a GPU, high and medium allow TF32 matrix products)")
-    args = p.parse_args(argv)
-    if args.quick:
-        args.work, args.repeats = args.work + "-quick", 1
-        args.train_updates = args.train_updates or 20
+    return p
+
+
+def selected_configurations(args):
+    """The rows this run measures: all, or --only's and the reference."""
     confs = configurations(args.quick)
     if args.only:
         unknown = set(args.only) - {name for name, _, _ in confs}
@@ -369,15 +372,20 @@ def main(argv=None):
             sys.exit(f"speed_benchmark: error: no configuration named {sorted(unknown)}; "
                      f"choose from {[name for name, _, _ in confs]}")
         confs = [c for c in confs if c[0] in args.only or c[0] == REFERENCE]
-    data = args.data or os.path.join(args.work, "data-bin")
-    fastdiss = args.fastdiss or os.path.join(
-        args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
-    # the models whose rows this run decodes: only their checkpoints must exist (--only 'CMLM 10 it.'
-    # re-measures CMLM and AR beam 5 without a FastDiSS checkpoint; the FastDiSS rows are kept)
-    decoded = {model for _, model, _ in confs}
+    return confs
+
+
+def refs_path(data):
+    """The detokenized English test references the ablation's preprocessing leaves in data-bin."""
+    return os.path.join(data, "refs", "test.en")
+
+
+def check_inputs(args, data, fastdiss, decoded):
+    """Every input this run reads must exist before any training or decoding starts."""
     needed = [(data, "data-bin")] + ([] if args.train_fastdiss or args.train_only or "fastdiss" not in decoded
                                      else [(fastdiss, "FastDiSS checkpoint")])
     needed += [(args.fastdiss_log, "--fastdiss-log")] if args.fastdiss_log else []
+    needed += [] if args.train_only else [(refs_path(data), "test references")]
     for path, what in needed:
         if not os.path.exists(path):
             sys.exit(f"speed_benchmark: error: no {what} at {path}; run recipes/ablation.py first")
@@ -388,7 +396,12 @@ def main(argv=None):
             sys.exit("speed_benchmark: error: --device cuda but torch sees no GPU")
     if args.train_fastdiss and args.train_minutes is None and args.train_updates is None:
         sys.exit("speed_benchmark: error: --train-fastdiss needs --train-updates or --train-minutes")
-    if args.train_minutes is None and args.train_updates is None:  # as many as the FastDiSS model had
+
+
+def training_budget(args):
+    """(fairseq-train's budget flags, the budget in words). Without --train-updates or
+    --train-minutes the peers get as many updates as the ablation's FastDiSS model had."""
+    if args.train_minutes is None and args.train_updates is None:
         report = args.ablation_report
         if not os.path.exists(report):
             sys.exit(f"speed_benchmark: error: no {report}; give --train-updates or run recipes/ablation.py")
@@ -402,18 +415,19 @@ def main(argv=None):
         budget, what = budget + ["--max-update", args.train_updates], what + [f"{args.train_updates} updates"]
     if args.train_minutes is not None:
         budget, what = budget + ["--stop-time-hours", args.train_minutes / 60], what + [f"{args.train_minutes} minutes"]
-    what = " or ".join(what)
-    os.makedirs(args.out, exist_ok=True)
-    refs = read_refs(os.path.join(data, "refs", "test.en"))
+    return budget, " or ".join(what)
+
+
+def train_models(args, data, fastdiss, used):
+    """Trains the models of `used` that are not yet at the budget (AR, CMLM, and FastDiSS with
+    --train-fastdiss); {model: checkpoint path} of every model, trained or not."""
+    budget, what = training_budget(args)
     ckpts = {"fastdiss": fastdiss}
     trainees = {peer: (os.path.join(args.work, f"peer_{peer}"), [*peer_args, *size_args(args.size), *OPTIM,
                                                                  "--max-tokens", args.max_tokens])
                 for peer, peer_args in PEERS.items()}
     if args.train_fastdiss:
         trainees["fastdiss"] = (os.path.dirname(fastdiss), fastdiss_training_args(args))
-    # FastDiSS, AR (beam 5 is every ratio's reference) and the models of the rows named by
-    # --only: a peer no row decodes is neither trained nor needed.
-    used = {"fastdiss"} | decoded
     training = []
     for peer, (save, model_args) in trainees.items():
         ckpts[peer] = os.path.join(save, "checkpoint_last.pt")
@@ -443,23 +457,12 @@ def main(argv=None):
             finish_fairseq("train", proc)
     for proc in training:
         finish_fairseq("train", proc)
-    if args.train_only:
-        log("trained; --train-only: no decodes")
-        return
-    for peer in ckpts:  # in ckpts' order, so that the first missing one named is always the same
-        if peer in decoded and not os.path.exists(ckpts[peer]):
-            sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
-    args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS if peer in used}
-    kept = previous_rows(args) if args.only else {}
-    args.fastdiss_updates = (checkpoint_updates(fastdiss) if "fastdiss" in decoded else
-                             next((r["updates"] for r in kept.values() if r["model"] == "fastdiss"), None))
-    log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
-    logs = {model: training_log(args, model) for model in trainees if model in used}
-    if args.fastdiss_log:
-        logs["fastdiss"] = args.fastdiss_log
-    args.training_tokens_per_s = {model: training_tokens_per_s(path) for model, path in logs.items()}
-    log(f"training target tokens/s: {args.training_tokens_per_s}")
+    return ckpts
 
+
+def measure_rows(args, confs, data, refs, ckpts, kept):
+    """Decodes and times every row of confs, scored against refs, rewriting the report after
+    each; the reference row is timed again after the last one."""
     rows = []
     order = [name for name, _, _ in configurations(args.quick)]
     updates = {"fastdiss": args.fastdiss_updates, **args.peer_updates}
@@ -504,8 +507,10 @@ def main(argv=None):
         log(f"{REFERENCE} again: {reference_row['sentences_per_s_last']:.1f} sent/s "
             f"(first {reference_row['sentences_per_s_first']:.1f})")
         write_rows()
-    if args.device != "cpu" or "fastdiss" not in decoded:  # recipes/profile_generator.py times CPU work
-        return
+
+
+def profile_at_five_steps(args, data, fastdiss):
+    """recipes/profile_generator.py at 5 steps, length beam 5, beside the table."""
     log("profiling the generator at 5 steps, length beam 5")
     name = report_name(args)
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=str(args.threads))
@@ -516,6 +521,51 @@ def main(argv=None):
                         "--decoding-dtype", args.decoding_dtype,
                         "--json", os.path.join(args.out, f"{name}_profile.json")],
                        stdout=out, stderr=subprocess.DEVNULL, env=env, check=True)
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    if args.quick:
+        args.work, args.repeats = args.work + "-quick", 1
+        args.train_updates = args.train_updates or 20
+    confs = selected_configurations(args)
+    data = args.data or os.path.join(args.work, "data-bin")
+    fastdiss = args.fastdiss or os.path.join(
+        args.work, *(("fastdiss",) if args.train_fastdiss else ("scp_mans.seed1",)), "checkpoint_last.pt")
+    # the models whose rows this run decodes: only their checkpoints must exist (--only 'CMLM 10 it.'
+    # re-measures CMLM and AR beam 5 without a FastDiSS checkpoint; the FastDiSS rows are kept)
+    decoded = {model for _, model, _ in confs}
+    check_inputs(args, data, fastdiss, decoded)
+    args.host = host_name(args.device)
+    os.makedirs(args.out, exist_ok=True)
+    refs = None if args.train_only else read_refs(refs_path(data))  # read before hours of training
+    # FastDiSS, AR (beam 5 is every ratio's reference) and the models of the rows named by
+    # --only: a peer no row decodes is neither trained nor needed.
+    used = {"fastdiss"} | decoded
+    ckpts = train_models(args, data, fastdiss, used)
+    if args.train_only:
+        log("trained; --train-only: no decodes")
+        return
+    for peer in ckpts:  # in ckpts' order, so that the first missing one named is always the same
+        if peer in decoded and not os.path.exists(ckpts[peer]):
+            sys.exit(f"speed_benchmark: error: no checkpoint {ckpts[peer]}; run without --no-train")
+    args.peer_updates = {peer: checkpoint_updates(ckpts[peer]) for peer in PEERS if peer in used}
+    kept = previous_rows(args) if args.only else {}
+    args.fastdiss_updates = (checkpoint_updates(fastdiss) if "fastdiss" in decoded else
+                             next((r["updates"] for r in kept.values() if r["model"] == "fastdiss"), None))
+    log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
+    if "fastdiss" in decoded:  # the report says how the FastDiSS model was trained, next to the peers
+        optimizer = stored_optimizer_name(fastdiss)
+        args.fastdiss_trained_with_amp = None if optimizer is None else optimizer == "AMPOptimizer"
+    trained_here = [*PEERS, *(["fastdiss"] if args.train_fastdiss else [])]
+    logs = {model: training_log(args, model) for model in trained_here if model in used}
+    if args.fastdiss_log:
+        logs["fastdiss"] = args.fastdiss_log
+    args.training_tokens_per_s = {model: training_tokens_per_s(path) for model, path in logs.items()}
+    log(f"training target tokens/s: {args.training_tokens_per_s}")
+    measure_rows(args, confs, data, refs, ckpts, kept)
+    if args.device == "cpu" and "fastdiss" in decoded:  # recipes/profile_generator.py times CPU work
+        profile_at_five_steps(args, data, fastdiss)
 
 
 def run_figures(runs, device):
@@ -538,7 +588,8 @@ def retime_reference(row, first, again, device):
 
 
 def previous_rows(args):
-    """{configuration: row} of the existing report, if it was made at the same precision and dtype."""
+    """{configuration: row} of the existing report, if it was made on the same host (a report from
+    before the report named it is taken for another), at the same precision and dtype."""
     path = os.path.join(args.out, f"{report_name(args)}.json")
     if not os.path.exists(path):
         return {}
@@ -547,7 +598,7 @@ def previous_rows(args):
     settings = {"decoding_dtype": "float32", **report["settings"]}  # reports from before the option
     settings.setdefault("device", "cpu")
     if any(settings.get(k) != getattr(args, k)
-           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads", "device")):
+           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads", "device", "host")):
         return {}
     # rows of a report from before rows named their updates, date and dtype get the report's
     updates = {"fastdiss": settings.get("fastdiss_updates"), **settings.get("peer_updates", {})}
@@ -561,10 +612,34 @@ def report_name(args):
             + ("_bf16" if args.decoding_dtype == "bfloat16" else ""))
 
 
-def device_name():
-    import torch
+def host_name(device):
+    """The GPU, or the CPU's model name, that the rows ran on: speed figures of two hosts
+    are not comparable, and the sessions that measure them do not always get the same one."""
+    if device == "cuda":
+        import torch
 
-    return torch.cuda.get_device_name(0)
+        return torch.cuda.get_device_name(0)
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = re.findall(r"^model name\s*:\s*(.+)$", f.read(), re.M)
+    except OSError:
+        names = []
+    return names[0].strip() if names else (platform.processor() or "unknown")
+
+
+def training_precision(args):
+    """How the models were trained, in words, for the report (None where unknown): a FastDiSS
+    checkpoint trained with --amp ran under bfloat16 autocast on a CPU (the plugin's task), while
+    fairseq's own translation tasks autocast only on CUDA."""
+    amp = getattr(args, "fastdiss_trained_with_amp", None)
+    if amp is None:
+        return None
+    if not amp:
+        return "every model in float32"
+    if args.device == "cpu":
+        return ("FastDiSS with --amp (bfloat16 autocast, float32 weights), AR and CMLM in float32 "
+                "(fairseq's translation tasks autocast only on CUDA)")
+    return "FastDiSS with --amp, AR and CMLM without"
 
 
 def write_report(rows, args):
@@ -573,7 +648,8 @@ def write_report(rows, args):
         json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
     ar5 = next(r for r in rows if r["config"] == REFERENCE)
     gpu = args.device == "cuda"
-    where = "QUICK smoke run" if args.quick else (f"GPU: {device_name()}" if gpu else "CPU")
+    host = getattr(args, "host", None)
+    where = "QUICK smoke run" if args.quick else ("GPU" if gpu else "CPU") + (f": {host}" if host else "")
     (dim, ffn, heads, layers), _ = SIZES[args.size]
     # FastDiSS's is unknown (None) when its rows were neither decoded nor kept
     updates = {"FastDiSS": args.fastdiss_updates, **{peer.upper(): n for peer, n in args.peer_updates.items()}}
@@ -584,7 +660,8 @@ def write_report(rows, args):
              + ", ".join(f"{model} {n}" for model, n in updates.items() if n is not None)
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
-                if args.decoding_dtype == "bfloat16" else "float32."), ""]
+                if args.decoding_dtype == "bfloat16" else "float32.")
+             + (f" Training precision: {training_precision(args)}." if training_precision(args) else ""), ""]
     trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
     if trained:
         ar = trained.get("ar")

@@ -138,7 +138,7 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
            "end_to_end_sentences_per_s": 7.8, "peak_rss_mib": 4000.0, "timed_runs": 1}
     (out / "speed.json").write_text(json.dumps({"settings": {
         "fp32_matmul_precision": "highest", "decoding_dtype": "float32", "batch_size": 100, "threads": 2,
-        "device": "cpu"}, "rows": [old]}))
+        "device": "cpu", "host": speed_benchmark.host_name("cpu")}, "rows": [old]}))
     common = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2"]
     speed_benchmark.main(common + ["--only", "FastDiSS 5 st. (L=1)"])
     assert decoded == [("ar", "peer_ar"), ("fastdiss", "scp_mans.seed1"), ("ar", "peer_ar")]  # AR timed again
@@ -160,6 +160,11 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
     assert report["settings"]["fastdiss_updates"] == 42  # the kept FastDiSS row's
     assert "FastDiSS 42, AR 42, CMLM 42" in (out / "speed.md").read_text()
+    # a report measured on another host (or one that does not say) keeps none of its rows
+    report["settings"]["host"] = "another CPU"
+    (out / "speed.json").write_text(json.dumps(report))
+    speed_benchmark.main(common + ["--only", "CMLM 10 it."])
+    assert [r["config"] for r in json.load(open(out / "speed.json"))["rows"]] == ["AR beam 5", "CMLM 10 it."]
 
 
 def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monkeypatch, tmp_path):
@@ -184,3 +189,31 @@ def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monk
     report = (out / "speed.md").read_text()
     assert "110.0 and 160.0 sentences/s (the host's speed moved +45 % during the run)" in report
     assert "| FastDiSS 5 st. (L=1) |" in report and "| 0.37x |" in report  # 50 / 135
+
+
+def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, tmp_path):
+    """Speed tables of two hosts are not comparable: the title names the CPU. A FastDiSS
+    checkpoint trained with --amp (bfloat16 autocast on a CPU) is said to be, next to peers that
+    fairseq trains in float32 on a CPU whatever the flag; one that cannot be read gets no claim."""
+    work, out = benchmark_work_folder(tmp_path)
+
+    def fake_measure(args, data, ckpt, model, extra, gen_path):
+        write_one_hypothesis(gen_path)
+        return [(10.0, 40.0, 5.0, 2048, 0)], "float32"
+
+    monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
+    monkeypatch.setattr(speed_benchmark, "checkpoint_updates", lambda path: 42)
+    monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: None)  # the profile
+    args = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2",
+            "--only", "FastDiSS 5 st. (L=1)"]
+    for optimizer, says in (("AMPOptimizer", "Training precision: FastDiSS with --amp (bfloat16 autocast"),
+                            ("FairseqAdam", "Training precision: every model in float32."),
+                            (None, None)):
+        monkeypatch.setattr(speed_benchmark, "stored_optimizer_name", lambda path: optimizer)
+        speed_benchmark.main(args)
+        report = (out / "speed.md").read_text()
+        host = speed_benchmark.host_name("cpu")
+        assert host and report.startswith(f"# Decoding speed and quality on de-en/test (CPU: {host}, batch size 100")
+        assert (says in report) if says else "Training precision" not in report
+        assert json.load(open(out / "speed.json"))["settings"]["fastdiss_trained_with_amp"] == (
+            None if optimizer is None else optimizer == "AMPOptimizer")
