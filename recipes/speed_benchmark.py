@@ -666,14 +666,16 @@ def write_report(rows, args):
     if trained:
         ar = trained.get("ar")
         together = "FastDiSS and the peers" if args.train_fastdiss else "the peers"
-        # A FastDiSS log from elsewhere (--fastdiss-log) was written beside other jobs than the
-        # peers': its wps is not a like-for-like ratio, the same-batch benchmark is.
-        elsewhere = ("; FastDiSS's from its own log (--fastdiss-log), trained beside other jobs: "
-                     "recipes/benchmark_train_step.py compares the update on the same batches"
+        # A FastDiSS log from elsewhere (--fastdiss-log) was written by another run than the
+        # peers' (other jobs beside it, perhaps --amp): its wps is not a like-for-like ratio to
+        # AR's, so none is given; the same-batch benchmark gives one.
+        elsewhere = ("; FastDiSS's from its own log (--fastdiss-log), another run than the peers', so no "
+                     "ratio: recipes/benchmark_train_step.py compares the update on the same batches"
                      if "fastdiss" in trained and not args.train_fastdiss else "")
+        like_for_like = {m for m in trained if m != "ar" and (m != "fastdiss" or args.train_fastdiss)}
         lines += ["Training target tokens/s (median of fairseq's wps over the log intervals after the first"
                   + (f", {together} trained side by side" if args.train_side_by_side else "") + elsewhere + "): "
-                  + ", ".join(f"{m} {v:.0f}" + (f" ({v / ar:.2f}x AR)" if ar and m != "ar" else "")
+                  + ", ".join(f"{m} {v:.0f}" + (f" ({v / ar:.2f}x AR)" if ar and m in like_for_like else "")
                               for m, v in trained.items()) + ".", ""]
     if "sentences_per_s_last" in ar5:
         first, last = ar5["sentences_per_s_first"], ar5["sentences_per_s_last"]

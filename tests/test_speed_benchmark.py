@@ -194,7 +194,8 @@ def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monk
 def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, tmp_path):
     """Speed tables of two hosts are not comparable: the title names the CPU. A FastDiSS
     checkpoint trained with --amp (bfloat16 autocast on a CPU) is said to be, next to peers that
-    fairseq trains in float32 on a CPU whatever the flag; one that cannot be read gets no claim."""
+    fairseq trains in float32 on a CPU whatever the flag; one that cannot be read gets no claim.
+    The training throughput of FastDiSS's own log (--fastdiss-log) gets no ratio to AR's."""
     work, out = benchmark_work_folder(tmp_path)
 
     def fake_measure(args, data, ckpt, model, extra, gen_path):
@@ -204,8 +205,11 @@ def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, t
     monkeypatch.setattr(speed_benchmark, "measure_in_own_processes", fake_measure)
     monkeypatch.setattr(speed_benchmark, "checkpoint_updates", lambda path: 42)
     monkeypatch.setattr(speed_benchmark.subprocess, "run", lambda *a, **k: None)  # the profile
+    wps = "".join(f"INFO:train_inner:epoch 001: wps={v}, ups=1.0\n" for v in (1, 2000, 2000))
+    (work / "peer_ar.log").write_text(wps)
+    (work / "fastdiss.log").write_text(wps.replace("2000", "3000"))
     args = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2",
-            "--only", "FastDiSS 5 st. (L=1)"]
+            "--only", "FastDiSS 5 st. (L=1)", "--fastdiss-log", str(work / "fastdiss.log")]
     for optimizer, says in (("AMPOptimizer", "Training precision: FastDiSS with --amp (bfloat16 autocast"),
                             ("FairseqAdam", "Training precision: every model in float32."),
                             (None, None)):
@@ -215,5 +219,7 @@ def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, t
         host = speed_benchmark.host_name("cpu")
         assert host and report.startswith(f"# Decoding speed and quality on de-en/test (CPU: {host}, batch size 100")
         assert (says in report) if says else "Training precision" not in report
+        # another run's log (perhaps under --amp) is quoted, never set against AR's as a ratio
+        assert "): ar 2000, fastdiss 3000." in report and "x AR" not in report
         assert json.load(open(out / "speed.json"))["settings"]["fastdiss_trained_with_amp"] == (
             None if optimizer is None else optimizer == "AMPOptimizer")
