@@ -51,6 +51,13 @@ def stored_optimizer_name(filename: str):
         return None
 
 
+def trained_with_amp(filename: str):
+    """Whether a fairseq checkpoint was trained with --amp (its optimizer is fairseq's
+    AMPOptimizer); None if it cannot tell."""
+    name = stored_optimizer_name(filename)
+    return None if name is None else name == "AMPOptimizer"
+
+
 def effective_options(criterion: dict) -> dict:
     """The options that change training: SCP's own (scp_*) count only while --scp is on, MANS's
     (mans_*) only while --mans is on, so resuming a baseline run after an SCP default changed

@@ -170,12 +170,8 @@ def checkpoint_updates(path):
     return warm_state(path)[0]
 
 
-def trained_with_amp(path):
-    """Whether a fairseq checkpoint's optimizer was fairseq's AMPOptimizer (--amp); None if it
-    cannot tell. fairseq refuses to resume one with the other optimizer ("Optimizer does not
-    match")."""
-    name = resume_check.stored_optimizer_name(path)
-    return None if name is None else name == "AMPOptimizer"
+# fairseq refuses to resume a checkpoint with the other optimizer ("Optimizer does not match")
+trained_with_amp = resume_check.trained_with_amp
 
 
 def amp_mismatch(path):

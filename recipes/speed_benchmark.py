@@ -52,7 +52,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
 from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
-from fastdiss_fairseq.resume_check import stored_optimizer_name  # noqa: E402
+from fastdiss_fairseq.resume_check import trained_with_amp  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -555,8 +555,7 @@ def main(argv=None):
                              next((r["updates"] for r in kept.values() if r["model"] == "fastdiss"), None))
     log(f"updates: {args.peer_updates}, FastDiSS {args.fastdiss_updates}")
     if "fastdiss" in decoded:  # the report says how the FastDiSS model was trained, next to the peers
-        optimizer = stored_optimizer_name(fastdiss)
-        args.fastdiss_trained_with_amp = None if optimizer is None else optimizer == "AMPOptimizer"
+        args.fastdiss_trained_with_amp = trained_with_amp(fastdiss)
     trained_here = [*PEERS, *(["fastdiss"] if args.train_fastdiss else [])]
     logs = {model: training_log(args, model) for model in trained_here if model in used}
     if args.fastdiss_log:
@@ -651,6 +650,7 @@ def write_report(rows, args):
     host = getattr(args, "host", None)
     where = "QUICK smoke run" if args.quick else ("GPU" if gpu else "CPU") + (f": {host}" if host else "")
     (dim, ffn, heads, layers), _ = SIZES[args.size]
+    precision = training_precision(args)
     # FastDiSS's is unknown (None) when its rows were neither decoded nor kept
     updates = {"FastDiSS": args.fastdiss_updates, **{peer.upper(): n for peer, n in args.peer_updates.items()}}
     lines = [f"# Decoding speed and quality on de-en/test ({where}, batch size {args.batch_size}, "
@@ -661,7 +661,7 @@ def write_report(rows, args):
              + f". Matrix-product precision: {args.fp32_matmul_precision}. Decoding dtype: "
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
                 if args.decoding_dtype == "bfloat16" else "float32.")
-             + (f" Training precision: {training_precision(args)}." if training_precision(args) else ""), ""]
+             + (f" Training precision: {precision}." if precision else ""), ""]
     trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
     if trained:
         ar = trained.get("ar")

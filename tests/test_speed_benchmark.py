@@ -213,7 +213,7 @@ def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, t
     for optimizer, says in (("AMPOptimizer", "Training precision: FastDiSS with --amp (bfloat16 autocast"),
                             ("FairseqAdam", "Training precision: every model in float32."),
                             (None, None)):
-        monkeypatch.setattr(speed_benchmark, "stored_optimizer_name", lambda path: optimizer)
+        monkeypatch.setattr("fastdiss_fairseq.resume_check.stored_optimizer_name", lambda path: optimizer)
         speed_benchmark.main(args)
         report = (out / "speed.md").read_text()
         host = speed_benchmark.host_name("cpu")
