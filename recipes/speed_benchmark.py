@@ -43,6 +43,7 @@ import json
 import os
 import platform
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -525,6 +526,9 @@ def profile_at_five_steps(args, data, fastdiss):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    # the report quotes it: a table without the command that made it cannot be reproduced
+    args.command = " ".join(["python recipes/speed_benchmark.py",
+                             *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
         args.train_updates = args.train_updates or 20
@@ -662,6 +666,11 @@ def write_report(rows, args):
              + ("bfloat16 (the model cast; FastDiSS's latents and rounding float32; CMLM float32)."
                 if args.decoding_dtype == "bfloat16" else "float32.")
              + (f" Training precision: {precision}." if precision else ""), ""]
+    if getattr(args, "command", None):  # a report rewritten from an older JSON may lack it
+        source = ("" if args.train_fastdiss or args.fastdiss else
+                  " FastDiSS is the SCP+MANS model (seed 1) of `python recipes/ablation.py --work` in the same folder.")
+        kept = " Rows with another 'measured' date were kept from an earlier run (--only)." if args.only else ""
+        lines += [f"Command: `{args.command}`.{source}{kept}", ""]
     trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
     if trained:
         ar = trained.get("ar")

@@ -219,6 +219,8 @@ def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, t
         host = speed_benchmark.host_name("cpu")
         assert host and report.startswith(f"# Decoding speed and quality on de-en/test (CPU: {host}, batch size 100")
         assert (says in report) if says else "Training precision" not in report
+        assert f"Command: `python recipes/speed_benchmark.py --work {work} --out {out} --no-train" in report
+        assert "--only 'FastDiSS 5 st. (L=1)'" in report and "kept from an earlier run (--only)" in report
         # another run's log (perhaps under --amp) is quoted, never set against AR's as a ratio
         assert "): ar 2000, fastdiss 3000." in report and "x AR" not in report
         assert json.load(open(out / "speed.json"))["settings"]["fastdiss_trained_with_amp"] == (
