@@ -472,6 +472,7 @@ def measure_rows(args, confs, data, refs, ckpts, kept):
 
     def write_rows():  # the report so far: this run's rows, and the kept ones it did not re-measure
         by_name = {**kept, **{r["config"]: r for r in rows}}
+        args.kept_rows = [n for n in order if n in kept and n not in {r["config"] for r in rows}]
         write_report([by_name[n] for n in order if n in by_name], args)
 
     for name, model, extra in confs:
@@ -669,7 +670,9 @@ def write_report(rows, args):
     if getattr(args, "command", None):  # a report rewritten from an older JSON may lack it
         source = ("" if args.train_fastdiss or args.fastdiss else
                   " FastDiSS is the SCP+MANS model (seed 1) of `python recipes/ablation.py --work` in the same folder.")
-        kept = " Rows with another 'measured' date were kept from an earlier run (--only)." if args.only else ""
+        kept_rows = getattr(args, "kept_rows", None)
+        kept = (f" Kept from an earlier report of this host, not re-measured (--only): {', '.join(kept_rows)}."
+                if kept_rows else "")
         lines += [f"Command: `{args.command}`.{source}{kept}", ""]
     trained = {m: v for m, v in getattr(args, "training_tokens_per_s", {}).items() if v}
     if trained:

@@ -145,6 +145,7 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     report = json.load(open(out / "speed.json"))
     assert [r["config"] for r in report["rows"]] == ["AR beam 5", "CMLM 10 it.", "FastDiSS 5 st. (L=1)"]
     assert report["settings"]["peer_updates"] == {"ar": 42}
+    assert "not re-measured (--only): CMLM 10 it." in (out / "speed.md").read_text()
     with pytest.raises(SystemExit, match=r"no checkpoint .*peer_cmlm/checkpoint_last\.pt; run without --no-train"):
         speed_benchmark.main(common + ["--only", "CMLM 4 it."])
     # CMLM rows alone need no FastDiSS checkpoint: its rows (and their updates) are kept, and the
@@ -165,6 +166,7 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     (out / "speed.json").write_text(json.dumps(report))
     speed_benchmark.main(common + ["--only", "CMLM 10 it."])
     assert [r["config"] for r in json.load(open(out / "speed.json"))["rows"]] == ["AR beam 5", "CMLM 10 it."]
+    assert "Kept from" not in (out / "speed.md").read_text()
 
 
 def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monkeypatch, tmp_path):
@@ -220,7 +222,7 @@ def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, t
         assert host and report.startswith(f"# Decoding speed and quality on de-en/test (CPU: {host}, batch size 100")
         assert (says in report) if says else "Training precision" not in report
         assert f"Command: `python recipes/speed_benchmark.py --work {work} --out {out} --no-train" in report
-        assert "--only 'FastDiSS 5 st. (L=1)'" in report and "kept from an earlier run (--only)" in report
+        assert "--only 'FastDiSS 5 st. (L=1)'" in report and "Kept from" not in report  # every row re-measured
         # another run's log (perhaps under --amp) is quoted, never set against AR's as a ratio
         assert "): ar 2000, fastdiss 3000." in report and "x AR" not in report
         assert json.load(open(out / "speed.json"))["settings"]["fastdiss_trained_with_amp"] == (
