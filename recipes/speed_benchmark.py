@@ -53,6 +53,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
 from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
+from fastdiss_fairseq.recipe_report import parse_speed  # noqa: E402
 from fastdiss_fairseq.resume_check import trained_with_amp  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
@@ -119,9 +120,6 @@ PEAK_RSS_WRAPPER = (
     "    if os.environ.get('SYNC_CUDA_TIMER'):\n"
     "        print(f'PEAK_CUDA_BYTES {torch.cuda.max_memory_allocated()}', file=sys.stderr)\n"
 )
-_SPEED = re.compile(r"Translated ([\d,]+) sentences \(([\d,]+) tokens\) in ([\d.]+)s")
-
-
 def log(msg):
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -249,11 +247,16 @@ def row_output(args, name):
 def timed_run(log_text, wall):
     """(sentences/s, tokens/s, end-to-end sentences/s, peak RSS KiB, peak GPU bytes) of one run
     from what it logged (fairseq's timer line, the wrapper's or generate_many's peaks)."""
-    m = _SPEED.findall(log_text)[-1]
-    sents, toks, secs = int(m[0].replace(",", "")), int(m[1].replace(",", "")), float(m[2])
+    speed = parse_speed(log_text)
+    if not speed:
+        sys.exit("speed_benchmark: error: a fairseq-generate run logged no 'Translated N sentences' line")
+    # fairseq's rates, not N over its seconds: those are printed to 0.1 s, which is 1.5 % of a
+    # 3-second CPU row and more of a GPU row; the rates keep the timer's full precision
+    sents_per_s, toks_per_s = speed["sentences_per_second"], speed["tokens_per_second"]
     rss = int(re.findall(r"PEAK_RSS_KB (\d+)", log_text)[-1])
     gpu = [int(b) for b in re.findall(r"PEAK_CUDA_BYTES (\d+)", log_text)] or [0]
-    return sents / secs, toks / secs, sents / wall, rss, gpu[-1], secs
+    secs = speed["generated_sentences"] / sents_per_s
+    return sents_per_s, toks_per_s, speed["generated_sentences"] / wall, rss, gpu[-1], secs
 
 
 def measure_in_own_processes(args, data, ckpt, model, extra, gen_path):

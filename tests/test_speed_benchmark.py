@@ -81,23 +81,25 @@ def test_the_gpu_speed_check_runs_end_to_end_on_the_cpu(tiny_data, tmp_path):
 
 def test_a_row_in_its_own_processes_times_the_runs_after_the_warm_up(monkeypatch, tmp_path):
     """The CPU table's way (a fairseq-generate process a run): the warm-up is left out, unless it
-    alone already takes longer than --single-run-seconds."""
+    alone already takes longer than --single-run-seconds. The rates are fairseq's own, not
+    sentences over its seconds, which it prints rounded to 0.1 s (1.25 s as '1.2s')."""
     seconds = iter([2.0, 1.0, 1.25, 1.5])
 
     def fake_fairseq(module, args, out_path=None, threads=None, env_extra=None):
         secs = next(seconds)
-        return (f"Translated 2,000 sentences (40,000 tokens) in {secs}s (x sentences/s)\n"
-                f"PEAK_RSS_KB 2048\n", secs + 3.0)
+        return (f"Translated 2,000 sentences (40,000 tokens) in {secs:.1f}s ({2000 / secs:.2f} sentences/s, "
+                f"{40000 / secs:.2f} tokens/s)\nPEAK_RSS_KB 2048\n", secs + 3.0)
 
     monkeypatch.setattr(speed_benchmark, "fairseq", fake_fairseq)
     args = bench_args(repeats=3, single_run_seconds=45.0, threads=2)
     runs, dtype = speed_benchmark.measure_in_own_processes(args, "data", "ckpt.pt", "ar", ["--beam", "5"],
                                                            str(tmp_path / "gen.txt"))
-    assert dtype == "float32" and [r[0] for r in runs] == [2000 / 1.0, 2000 / 1.25, 2000 / 1.5]
+    assert dtype == "float32" and [r[0] for r in runs] == [2000.0, 1600.0, 1333.33]
+    assert [r[1] for r in runs] == [40000.0, 32000.0, 26666.67]
     assert runs[0][2] == 2000 / 4.0 and runs[0][3] == 2048  # end to end: the process's wall time
     seconds = iter([60.0])
     runs, _ = speed_benchmark.measure_in_own_processes(args, "data", "ckpt.pt", "ar", [], str(tmp_path / "gen.txt"))
-    assert [r[0] for r in runs] == [2000 / 60.0]  # a long warm-up is the one timed run
+    assert [r[0] for r in runs] == [33.33]  # a long warm-up is the one timed run
 
 
 def benchmark_work_folder(tmp_path):
