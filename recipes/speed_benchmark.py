@@ -120,6 +120,8 @@ PEAK_RSS_WRAPPER = (
     "    if os.environ.get('SYNC_CUDA_TIMER'):\n"
     "        print(f'PEAK_CUDA_BYTES {torch.cuda.max_memory_allocated()}', file=sys.stderr)\n"
 )
+
+
 def log(msg):
     print(f"[speed {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
