@@ -476,9 +476,10 @@ def measure_rows(args, confs, data, refs, ckpts, kept):
     in_one_process = {}
 
     def write_rows():  # the report so far: this run's rows, and the kept ones it did not re-measure
-        by_name = {**kept, **{r["config"]: r for r in rows}}
-        args.kept_rows = [n for n in order if n in kept and n not in {r["config"] for r in rows}]
-        write_report([by_name[n] for n in order if n in by_name], args)
+        measured = {r["config"]: r for r in rows}
+        by_name = {**kept, **measured}
+        write_report([by_name[n] for n in order if n in by_name], args,
+                     kept_rows=[n for n in order if n in kept and n not in measured])
 
     for name, model, extra in confs:
         gen_path = row_output(args, name)
@@ -651,7 +652,8 @@ def training_precision(args):
     return "FastDiSS with --amp, AR and CMLM without"
 
 
-def write_report(rows, args):
+def write_report(rows, args, kept_rows=()):
+    """docs/speed.{json,md,png}; kept_rows: the names of the rows --only kept from the earlier report."""
     name = report_name(args)
     with open(os.path.join(args.out, f"{name}.json"), "w") as f:
         json.dump({"settings": vars(args), "rows": rows}, f, indent=2)
@@ -675,7 +677,6 @@ def write_report(rows, args):
     if getattr(args, "command", None):  # a report rewritten from an older JSON may lack it
         source = ("" if args.train_fastdiss or args.fastdiss else
                   " FastDiSS is the SCP+MANS model (seed 1) of `python recipes/ablation.py --work` in the same folder.")
-        kept_rows = getattr(args, "kept_rows", None)
         kept = (f" Kept from an earlier report of this host, not re-measured (--only): {', '.join(kept_rows)}."
                 if kept_rows else "")
         lines += [f"Command: `{args.command}`.{source}{kept}", ""]
