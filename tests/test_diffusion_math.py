@@ -214,6 +214,19 @@ def test_scp_estimate_is_made_above_the_trained_level():
         assert torch.allclose(out.t_sc, t_sc)
 
 
+def test_scp_chain_self_conditions_the_scp_estimate_from_a_noisier_level():
+    for seed in range(5):
+        cfg = TrainingNoiseConfig(self_condition_prob=1.0, scp=True, scp_delta_max=0.4, scp_chain=True)
+        out, rec = _pass(cfg, seed)
+        assert len(rec.calls) == 3  # estimate at t'', SCP estimate at t', trained pass
+        (t2, sc0, grad0), (t1, sc1, grad1), (t0, sc2, grad2) = rec.calls
+        assert not grad0 and not grad1 and grad2
+        assert torch.all(sc0 == 0), "the first estimate of the chain has none to condition on"
+        assert sc1.abs().sum() > 0 and sc2.abs().sum() > 0
+        assert torch.all(t2 >= t1) and torch.all(t1 >= t0) and torch.any(t2 > t1)
+        assert torch.allclose(out.t_sc, t1)
+
+
 def test_mans_pass_raises_per_token_times_and_scp_stays_above():
     cfg = TrainingNoiseConfig(
         self_condition_prob=1.0, scp=True, mans=True, mans_strength=0.8, mans_granularity="token"

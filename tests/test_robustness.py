@@ -190,6 +190,14 @@ def test_estimate_input_without_self_conditioning_is_rejected():
         check_loss_config(FastDiSSLossConfig(estimate_input_prob=1.5))
 
 
+def test_scp_chain_without_scp_is_refused():
+    from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig, check_loss_config
+
+    with pytest.raises(ValueError, match="--scp-chain self-conditions the SCP estimate, but SCP is off"):
+        check_loss_config(FastDiSSLossConfig(scp_chain=True))
+    check_loss_config(FastDiSSLossConfig(scp=True, scp_chain=True))
+
+
 def test_one_line_report_finds_the_user_error_behind_fairseqs_wrappers():
     from torch.multiprocessing.spawn import ProcessRaisedException
 

@@ -59,6 +59,14 @@ class FastDiSSLossConfig(FairseqDataclass):
         default=False,
         metadata={"help": "build z_{t'} from the same eps as z_t instead of fresh noise"},
     )
+    scp_chain: bool = field(
+        default=False,
+        metadata={
+            "help": "not in the paper: the SCP estimate is itself self-conditioned on one made at "
+            "t'' > t' (drawn as t' is; one more no-grad pass), as every estimate the sampler hands "
+            "on was made with the one before it"
+        },
+    )
     mans: bool = field(
         default=False,
         metadata={"help": "MANS: per-token noise, more noise for tokens the model denoises confidently"},
@@ -115,6 +123,8 @@ def check_loss_config(cfg: FastDiSSLossConfig) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
     if cfg.t_min >= 1.0:
         raise ValueError(f"--t-min must be < 1, got {cfg.t_min}")
+    if cfg.scp_chain and not cfg.scp:
+        raise ValueError("--scp-chain self-conditions the SCP estimate, but SCP is off: add --scp")
     if cfg.estimate_input_prob > 0 and cfg.self_condition_prob == 0:
         raise ValueError("--estimate-input-prob re-noises the self-conditioning estimate, but "
                          "--self-condition-prob 0 never makes one")
@@ -143,6 +153,7 @@ class FastDiSSLoss(FairseqCriterion):
             scp_mode=cfg.scp_mode,
             scp_delta_max=cfg.scp_delta_max,
             scp_fresh_noise=not cfg.scp_shared_noise,
+            scp_chain=cfg.scp_chain,
             mans=cfg.mans,
             mans_strength=cfg.mans_strength,
             mans_measure=cfg.mans_measure,

@@ -6,10 +6,17 @@ Order in one update (DESIGN.md section 3):
      the noise of confident tokens (or sentences), giving t_theta (otherwise t_theta = t);
   3. self-conditioning with probability p: a no-grad pass gives z_sc; with SCP it runs at
      t' > t_theta on a fresh z_{t'}, otherwise at t_theta on the trained z_t;
+  3a. (optional, not in the paper) the SCP pass is itself self-conditioned on an estimate made
+     at t'' > t' (drawn by the same rule), one more no-grad pass;
   3b. (optional, not in the paper) with probability q per sentence, the trained latent is
      re-made around the estimate instead of z_0: z_t = alpha(t_theta) clamp(z_sc) + sigma eps;
   4. the trained pass z0_hat = f(z_{t_theta}, z_sc, t_theta).
 SCP and MANS change only the noise levels and the self-conditioning input, never the loss.
+
+Why 3a: every estimate the sampler hands over after its first pass was itself made with the
+estimate before it, so it is better than a pass without self-conditioning makes. A model trained
+only on unconditioned SCP estimates learns to trust them as little as they deserve, and may make
+too little of the better ones it gets at inference.
 
 Why 3b: after its first pass the renoise sampler never hands the denoiser alpha z_0 + sigma eps;
 it hands alpha clamp(z0_hat_prev) + sigma eps with z_sc = z0_hat_prev, whose signal is the
@@ -46,6 +53,7 @@ class TrainingNoiseConfig:
     scp_mode: str = "uniform"
     scp_delta_max: float = 0.25
     scp_fresh_noise: bool = True
+    scp_chain: bool = False  # step 3a
     mans: bool = False
     mans_strength: float = 0.25
     mans_measure: str = "distance"
@@ -131,7 +139,12 @@ def diffusion_training_pass(
                 z_sc_input = q_sample(z0, t_sc, schedule, eps_sc)
             else:
                 t_sc, z_sc_input = t_theta, z_t
-            z_sc = denoise(z_sc_input, zeros, model_time(t_sc)).detach()
+            z_sc_cond = zeros
+            if cfg.scp and cfg.scp_chain:
+                t_sc2 = perturbed_time(t_sc, cfg.scp_delta_max, cfg.scp_mode)
+                eps_sc2 = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
+                z_sc_cond = denoise(q_sample(z0, t_sc2, schedule, eps_sc2), zeros, model_time(t_sc2))
+            z_sc = denoise(z_sc_input, z_sc_cond, model_time(t_sc)).detach()
         if cfg.estimate_input_prob > 0:
             # outside no_grad: the sentences that keep their z_0-centred z_t keep its gradient
             # into the embedding table
