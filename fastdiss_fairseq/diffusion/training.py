@@ -14,9 +14,10 @@ Order in one update (DESIGN.md section 3):
 SCP and MANS change only the noise levels and the self-conditioning input, never the loss.
 
 Why 3a: every estimate the sampler hands over after its first pass was itself made with the
-estimate before it, so it is better than a pass without self-conditioning makes. A model trained
-only on unconditioned SCP estimates learns to trust them as little as they deserve, and may make
-too little of the better ones it gets at inference.
+estimate before it, so it is better than what a pass without self-conditioning makes. A model
+trained only on such unconditioned estimates learns how little they can be trusted, and may
+under-use the better ones it gets at inference. (Measured at the CPU budget: no gain, a small
+loss at 2 and 5 steps; docs/measurements.md, forty-second session.)
 
 Why 3b: after its first pass the renoise sampler never hands the denoiser alpha z_0 + sigma eps;
 it hands alpha clamp(z0_hat_prev) + sigma eps with z_sc = z0_hat_prev, whose signal is the
@@ -139,12 +140,12 @@ def diffusion_training_pass(
                 z_sc_input = q_sample(z0, t_sc, schedule, eps_sc)
             else:
                 t_sc, z_sc_input = t_theta, z_t
-            z_sc_cond = zeros
-            if cfg.scp and cfg.scp_chain:
-                t_sc2 = perturbed_time(t_sc, cfg.scp_delta_max, cfg.scp_mode)
-                eps_sc2 = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
-                z_sc_cond = denoise(q_sample(z0, t_sc2, schedule, eps_sc2), zeros, model_time(t_sc2))
-            z_sc = denoise(z_sc_input, z_sc_cond, model_time(t_sc)).detach()
+            z_sc_of_sc = zeros  # the SCP pass's own self-conditioning input
+            if cfg.scp and cfg.scp_chain:  # step 3a, at t'' > t'
+                t_chain = perturbed_time(t_sc, cfg.scp_delta_max, cfg.scp_mode)
+                eps_chain = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
+                z_sc_of_sc = denoise(q_sample(z0, t_chain, schedule, eps_chain), zeros, model_time(t_chain))
+            z_sc = denoise(z_sc_input, z_sc_of_sc, model_time(t_sc)).detach()
         if cfg.estimate_input_prob > 0:
             # outside no_grad: the sentences that keep their z_0-centred z_t keep its gradient
             # into the embedding table
