@@ -534,8 +534,7 @@ def profile_at_five_steps(args, data, fastdiss):
 def main(argv=None):
     args = build_parser().parse_args(argv)
     # the report quotes it: a table without the command that made it cannot be reproduced
-    args.command = " ".join(["python recipes/speed_benchmark.py",
-                             *map(shlex.quote, sys.argv[1:] if argv is None else argv)])
+    args.command = shlex.join(["python", "recipes/speed_benchmark.py", *(sys.argv[1:] if argv is None else argv)])
     if args.quick:
         args.work, args.repeats = args.work + "-quick", 1
         args.train_updates = args.train_updates or 20

@@ -134,17 +134,19 @@ def diffusion_training_pass(
     z_sc, t_sc = zeros, None
     if cfg.self_condition_prob > 0 and torch.rand(()).item() < cfg.self_condition_prob:
         with torch.no_grad():
+            z_sc_of_sc = zeros  # the self-conditioning pass's own self-conditioning input
             if cfg.scp:
+                def scp_latent(level):  # z_0 noised at an SCP level, fresh or shared noise
+                    return q_sample(z0, level, schedule,
+                                    torch.randn_like(z0) if cfg.scp_fresh_noise else eps)
+
                 t_sc = perturbed_time(t_theta, cfg.scp_delta_max, cfg.scp_mode)
-                eps_sc = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
-                z_sc_input = q_sample(z0, t_sc, schedule, eps_sc)
+                z_sc_input = scp_latent(t_sc)
+                if cfg.scp_chain:  # step 3a, at t'' > t'
+                    t_chain = perturbed_time(t_sc, cfg.scp_delta_max, cfg.scp_mode)
+                    z_sc_of_sc = denoise(scp_latent(t_chain), zeros, model_time(t_chain))
             else:
                 t_sc, z_sc_input = t_theta, z_t
-            z_sc_of_sc = zeros  # the SCP pass's own self-conditioning input
-            if cfg.scp and cfg.scp_chain:  # step 3a, at t'' > t'
-                t_chain = perturbed_time(t_sc, cfg.scp_delta_max, cfg.scp_mode)
-                eps_chain = torch.randn_like(z0) if cfg.scp_fresh_noise else eps
-                z_sc_of_sc = denoise(q_sample(z0, t_chain, schedule, eps_chain), zeros, model_time(t_chain))
             z_sc = denoise(z_sc_input, z_sc_of_sc, model_time(t_sc)).detach()
         if cfg.estimate_input_prob > 0:
             # outside no_grad: the sentences that keep their z_0-centred z_t keep its gradient
