@@ -193,6 +193,10 @@ def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monk
     report = (out / "speed.md").read_text()
     assert "110.0 and 160.0 sentences/s (the host's speed moved +45 % during the run)" in report
     assert "| FastDiSS 5 st. (L=1) |" in report and "| 0.37x |" in report  # 50 / 135
+    import matplotlib.pyplot as plt
+
+    # the report (and its plot) is rewritten after every row: no figure may stay open in between
+    assert plt.get_fignums() == []
 
 
 def test_the_report_names_the_host_and_how_each_model_was_trained(monkeypatch, tmp_path):
