@@ -878,7 +878,7 @@ def write_report(results, out, quick):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(out, f"{name}.png"), dpi=120)
-    plt.close(fig)  # pyplot keeps every figure open otherwise; a report is written many times in one process
+    plt.close(fig)  # pyplot keeps every figure until it is closed
 
 
 if __name__ == "__main__":

@@ -734,7 +734,7 @@ def write_report(rows, args, kept_rows=()):
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(os.path.join(args.out, f"{name}.png"), dpi=120)
-    plt.close(fig)  # pyplot keeps every figure open otherwise; a report is written many times in one process
+    plt.close(fig)  # pyplot keeps every figure until it is closed, and the report is rewritten after every row
 
 
 if __name__ == "__main__":
