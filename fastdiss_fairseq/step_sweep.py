@@ -24,6 +24,8 @@ from typing import Dict, List
 
 import torch
 
+from .plotting import saved_figure
+
 logger = logging.getLogger("fastdiss_fairseq.step_sweep")
 
 
@@ -159,25 +161,17 @@ def write_table(rows: List[Dict], meta: Dict, path: str) -> None:
 
 
 def write_plot(rows: List[Dict], meta: Dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     steps = [r["steps"] for r in rows]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
-    left.plot(steps, [r["sacrebleu"] for r in rows], marker="o")
-    left.set(xscale="log", xlabel="decoding steps", ylabel="SacreBLEU", title="quality")
-    right.plot(steps, [r["sentences_per_second"] for r in rows], marker="o", color="tab:orange")
-    right.set(xscale="log", xlabel="decoding steps", ylabel="sentences/s", title=f"speed ({meta['device']})")
-    for ax in (left, right):
-        ax.set_xticks(steps)
-        ax.set_xticklabels([str(s) for s in steps])
-        ax.grid(alpha=0.3)
-    fig.suptitle(os.path.basename(meta["checkpoint"]))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    with saved_figure(path, ncols=2, figsize=(9, 3.5)) as (fig, (left, right)):
+        left.plot(steps, [r["sacrebleu"] for r in rows], marker="o")
+        left.set(xscale="log", xlabel="decoding steps", ylabel="SacreBLEU", title="quality")
+        right.plot(steps, [r["sentences_per_second"] for r in rows], marker="o", color="tab:orange")
+        right.set(xscale="log", xlabel="decoding steps", ylabel="sentences/s", title=f"speed ({meta['device']})")
+        for ax in (left, right):
+            ax.set_xticks(steps)
+            ax.set_xticklabels([str(s) for s in steps])
+            ax.grid(alpha=0.3)
+        fig.suptitle(os.path.basename(meta["checkpoint"]))
 
 
 def main(argv=None) -> None:

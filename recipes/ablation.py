@@ -61,6 +61,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq import resume_check  # noqa: E402
 from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig  # noqa: E402
+from fastdiss_fairseq.plotting import saved_figure  # noqa: E402
 from fastdiss_fairseq.scoring import read_refs, score_generate_output  # noqa: E402
 
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
@@ -860,25 +861,14 @@ def write_report(results, out, quick):
               "| SacreBLEU | " + " | ".join(f"{p['sacrebleu']:.2f}" for p in results["baseline_curve"]) + " |"]
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for v in variants:
-        ax.plot(s["steps"], [cell.get((v, seed0, k), float("nan")) for k in s["steps"]], marker="o", label=v)
-    ax.set_xscale("log")
-    ax.set_xlabel("decoding steps K")
-    ax.set_ylabel("SacreBLEU (de-en/test)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(out, f"{name}.png"), dpi=120)
-    plt.close(fig)  # pyplot keeps every figure until it is closed
+    with saved_figure(os.path.join(out, f"{name}.png"), figsize=(6, 4)) as (fig, ax):
+        for v in variants:
+            ax.plot(s["steps"], [cell.get((v, seed0, k), float("nan")) for k in s["steps"]], marker="o", label=v)
+        ax.set_xscale("log")
+        ax.set_xlabel("decoding steps K")
+        ax.set_ylabel("SacreBLEU (de-en/test)")
+        ax.legend()
+        ax.grid(alpha=0.3)
 
 
 if __name__ == "__main__":

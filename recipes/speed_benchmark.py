@@ -52,6 +52,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 from fastdiss_fairseq.cpu_performance import MATMUL_PRECISIONS  # noqa: E402
+from fastdiss_fairseq.plotting import saved_figure  # noqa: E402
 from fastdiss_fairseq.generator import DECODING_DTYPES  # noqa: E402
 from fastdiss_fairseq.recipe_report import parse_speed  # noqa: E402
 from fastdiss_fairseq.resume_check import trained_with_amp  # noqa: E402
@@ -710,31 +711,20 @@ def write_report(rows, args, kept_rows=()):
                      f"{r['sentences_per_s'] / ar5['sentences_per_s']:.2f}x | {r['timed_runs']} |")
     with open(os.path.join(args.out, f"{name}.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
-    import logging
-
-    logging.getLogger("matplotlib").setLevel(logging.WARNING)  # fairseq's import sets DEBUG
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    for model, marker, color in (("ar", "s", "C0"), ("cmlm", "^", "C1"), ("fastdiss", "o", "C2")):
-        sel = [r for r in rows if r["model"] == model]
-        if not sel:  # a model without rows (--only) gets no legend entry
-            continue
-        ax.scatter([r["sentences_per_s"] for r in sel], [r["sacrebleu"] for r in sel], marker=marker, color=color,
-                   label=model)
-        for r in sel:
-            ax.annotate(r["config"].replace("FastDiSS ", ""), (r["sentences_per_s"], r["sacrebleu"]), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel(f"sentences/s (generator, {'GPU' if gpu else 'CPU'})")
-    ax.set_ylabel("SacreBLEU (de-en/test)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(os.path.join(args.out, f"{name}.png"), dpi=120)
-    plt.close(fig)  # pyplot keeps every figure until it is closed, and the report is rewritten after every row
+    with saved_figure(os.path.join(args.out, f"{name}.png"), figsize=(6.5, 4.5)) as (fig, ax):
+        for model, marker, color in (("ar", "s", "C0"), ("cmlm", "^", "C1"), ("fastdiss", "o", "C2")):
+            sel = [r for r in rows if r["model"] == model]
+            if not sel:  # a model without rows (--only) gets no legend entry
+                continue
+            ax.scatter([r["sentences_per_s"] for r in sel], [r["sacrebleu"] for r in sel], marker=marker,
+                       color=color, label=model)
+            for r in sel:
+                ax.annotate(r["config"].replace("FastDiSS ", ""), (r["sentences_per_s"], r["sacrebleu"]), fontsize=6)
+        ax.set_xscale("log")
+        ax.set_xlabel(f"sentences/s (generator, {'GPU' if gpu else 'CPU'})")
+        ax.set_ylabel("SacreBLEU (de-en/test)")
+        ax.legend()
+        ax.grid(alpha=0.3)
 
 
 if __name__ == "__main__":

@@ -185,6 +185,23 @@ def test_tensorboard_events_hold_the_loss_terms_and_mans_statistics(tiny_model):
 
 # ---- step sweep ------------------------------------------------------------------------------
 
+def test_a_report_figure_is_saved_and_closed_and_a_failed_drawing_leaves_no_file(tmp_path):
+    """The step sweep and both benchmarks draw through plotting.saved_figure: pyplot keeps every
+    figure until it is closed, and the speed report is redrawn after each of its rows."""
+    import matplotlib.pyplot as plt
+
+    from fastdiss_fairseq.plotting import saved_figure
+
+    with saved_figure(str(tmp_path / "drawn.png"), figsize=(2, 2)) as (fig, ax):
+        ax.plot([1, 2], [3, 4])
+    assert (tmp_path / "drawn.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="no data"):
+        with saved_figure(str(tmp_path / "failed.png")) as (fig, ax):
+            raise ValueError("no data")
+    assert not (tmp_path / "failed.png").exists()  # never a half-drawn figure
+    assert plt.get_fignums() == []
+
+
 def test_step_sweep_writes_table_json_and_plot_matching_fairseq_generate(tiny_data, tiny_model, tmp_path):
     ckpt, _ = tiny_model
     out = tmp_path / "sweep"
