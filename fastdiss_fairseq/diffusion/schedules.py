@@ -10,8 +10,9 @@ from typing import Callable, Dict
 
 import torch
 
-# alpha_bar is kept inside [ALPHA_BAR_MIN, 1] so that sigma never reaches 0 exactly
-# (the DDIM update divides by it) and alpha never reaches 0 (z_1 keeps no signal in practice).
+# alpha_bar is kept inside [ALPHA_BAR_MIN, 1 - ALPHA_BAR_MIN] so that sigma never reaches 0
+# (the DDIM update divides by it; the linear and cosine schedules give alpha_bar(0) = 1) and
+# alpha never reaches 0 (z_1 keeps no signal in practice).
 ALPHA_BAR_MIN = 1e-5
 
 
@@ -54,7 +55,7 @@ class NoiseSchedule:
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         t = t.clamp(0.0, 1.0)
-        return self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0)
+        return self._alpha_bar(t).clamp(ALPHA_BAR_MIN, 1.0 - ALPHA_BAR_MIN)
 
     def alpha(self, t: torch.Tensor) -> torch.Tensor:
         return self.alpha_bar(t).sqrt()
