@@ -43,6 +43,18 @@ def test_schedule_ranges_and_monotonicity(name):
     assert a[0] > 0.95 and a[-1] < 0.05, "t=0 is nearly clean, t=1 nearly pure noise"
 
 
+@pytest.mark.parametrize("name", sorted(SCHEDULES))
+def test_ddim_never_divides_by_a_zero_sigma(name):
+    """A steep time grid puts its last levels near t = 0, where the linear and cosine schedules
+    reach alpha_bar = 1: sigma is kept above 0, so the DDIM update stays finite."""
+    s = build_schedule(name)
+    assert s.sigma(torch.zeros(())) > 0
+    table = torch.randn(7, 8)
+    out = sample(lambda z, sc, t: torch.tanh(z), lambda z: z @ table.t(), torch.randn(2, 5, 8), s,
+                 SamplerConfig(steps=50, time_exponent=5, update="ddim"))
+    assert torch.isfinite(out.z0_hat).all()
+
+
 def test_noise_scale_multiplies_sigma_only():
     s1, s4 = build_schedule("sqrt", 1.0), build_schedule("sqrt", 4.0)
     t = torch.rand(50)
@@ -318,6 +330,27 @@ def test_estimate_input_keeps_the_gradient_of_the_sentences_it_leaves():
     assert moved.any() and not moved.all(), "seed 3 moves some sentences, not all"
     kept_grad = z0.grad.abs().sum((1, 2)) > 0
     assert torch.equal(kept_grad, ~moved)
+
+
+def test_noise_levels_stay_float32_for_half_precision_latents():
+    """Under --fp16 (or --bf16) the latents are half precision; the levels must not be, or they
+    would lie on a grid of 2^-11 (2^-8) in [0.5, 1), off the sampler's float32 levels."""
+    torch.manual_seed(0)
+    z0 = normalize_embeddings(torch.randn(6, 5, 8)).to(torch.bfloat16)
+    rec = RecordingDenoiser()
+    cfg = TrainingNoiseConfig(self_condition_prob=1.0, scp=True, mans=True, mans_granularity="token")
+    out = diffusion_training_pass(rec, z0, torch.ones(6, 5, dtype=torch.bool), build_schedule("sqrt"), cfg)
+    assert out.t.dtype == out.t_theta.dtype == out.t_sc.dtype == torch.float32
+    assert all(t.dtype == torch.float32 for t, _, _ in rec.calls)
+    assert not torch.equal(out.t, out.t.to(torch.bfloat16).float()), "levels off the bfloat16 grid"
+    assert out.z0_hat.dtype == torch.bfloat16  # the latents keep their dtype
+
+
+def test_unknown_mans_choices_are_refused_not_read_as_token():
+    for field in ("mans_granularity", "mans_model_time"):
+        cfg = TrainingNoiseConfig(mans=True, **{field: "sentnce"})
+        with pytest.raises(ValueError, match=f"unknown {field} 'sentnce'"):
+            _pass(cfg)
 
 
 def test_mans_off_leaves_times_per_sentence():

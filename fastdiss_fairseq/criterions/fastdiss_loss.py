@@ -69,7 +69,8 @@ class FastDiSSLossConfig(FairseqDataclass):
     )
     mans: bool = field(
         default=False,
-        metadata={"help": "MANS: per-token noise, more noise for tokens the model denoises confidently"},
+        metadata={"help": "MANS: more noise for the tokens (or sentences, see --mans-granularity) the model "
+                          "denoises confidently"},
     )
     # 0.25, not 0.5: better at 5 steps on de-en/valid in every defaults sweep (docs/ablation.md,
     # docs/ablation_fp32.md, docs/ablation_tmin0.md, docs/measurements.md: fifth, sixth and
@@ -82,7 +83,9 @@ class FastDiSSLossConfig(FairseqDataclass):
         metadata={"help": "confidence: ||z0_hat - z0||^2 ('distance') or -log p(y|z0_hat) ('likelihood')"},
     )
     mans_normalization: ChoiceEnum(CONFIDENCE_NORMALIZATIONS) = field(
-        default="rank", metadata={"help": "how confidences map to r_i in [0, 1] within a sentence"}
+        default="rank",
+        metadata={"help": "how confidences map to r_i in [0, 1]: within a sentence, or within the batch "
+                          "under --mans-granularity sentence"},
     )
     # "sentence", not "token", since the nineteenth session: from scratch, 2,000 updates, SCP+MANS
     # scored 6.62 against 4.91 on de-en/valid at 5 steps (docs/measurements.md)
@@ -174,7 +177,9 @@ class FastDiSSLoss(FairseqCriterion):
         mask = out["mask"]
         n_tok = mask.sum().clamp_min(1)
 
-        diffusion = (((out["z0_hat"] - out["z0"]) ** 2).mean(-1) * mask).sum() / n_tok
+        # float32, like the rounding and length losses: a half-precision sum over a large batch
+        # overflows to inf
+        diffusion = (((out["z0_hat"].float() - out["z0"].float()) ** 2).mean(-1) * mask).sum() / n_tok
         rounding, nll = rounding_loss(
             out["rounding_input"], out["latent_table"], out["target"][mask], self.cfg.label_smoothing
         )
@@ -217,7 +222,9 @@ class FastDiSSLoss(FairseqCriterion):
                     "t_mean", "mans_t_increase", "mans_t_std"):
             value = sum(float(log.get(key, 0)) for log in logging_outputs)
             metrics.log_scalar(key, value / max(n, 1), n, round=3)
-        metrics.log_scalar("ntokens_per_update", ntokens / max(n, 1), n, round=1)
+        # per batch, not per update: each batch (of each worker, and each of --update-freq)
+        # reports a sample_size of 1; fairseq's own wpb is the per-update figure
+        metrics.log_scalar("ntokens_per_batch", ntokens / max(n, 1), n, round=1)
         metrics.log_derived(
             "ppl", lambda meters: round(math.exp(min(meters["nll_loss"].avg, 50)), 2)
         )

@@ -11,19 +11,12 @@ training estimate at t' > t instead:
 The paper does not publish how t' is drawn; both rules are options.
 """
 
-from typing import Optional
-
 import torch
 
 SCP_MODES = ("uniform", "fixed")
 
 
-def perturbed_time(
-    t: torch.Tensor,
-    delta_max: float,
-    mode: str = "uniform",
-    generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
+def perturbed_time(t: torch.Tensor, delta_max: float, mode: str = "uniform") -> torch.Tensor:
     """t' >= t for the self-conditioning pass; one delta per sentence, shared by its tokens.
 
     t is (B,) or (B, n); the result has t's shape.
@@ -35,7 +28,7 @@ def perturbed_time(
     if mode == "fixed":
         delta = torch.full((t.size(0),), delta_max, device=t.device, dtype=t.dtype)
     else:
-        u = torch.rand((t.size(0),), device=t.device, generator=generator, dtype=t.dtype)
+        u = torch.rand((t.size(0),), device=t.device, dtype=t.dtype)
         delta = delta_max * u
     if t.dim() == 2:
         delta = delta[:, None]

@@ -32,6 +32,7 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from .mans import (
+    MANS_GRANULARITIES,
     confidence_rank,
     model_aware_time,
     sentence_confidence_rank,
@@ -100,8 +101,11 @@ def diffusion_training_pass(
     """Runs steps 1-4 above. mask (B, n) is True at real target tokens. clamp_fn maps an
     estimate (B, n, d) to its nearest tokens' embeddings, as the sampler's clamping does (step
     3b; without it the raw estimate is re-noised)."""
+    for name in ("mans_granularity", "mans_model_time"):
+        if getattr(cfg, name) not in MANS_GRANULARITIES:
+            raise ValueError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {MANS_GRANULARITIES}")
     bsz, n, _ = z0.shape
-    t = sample_time((bsz,), cfg.t_min, device=z0.device).to(z0.dtype)
+    t = sample_time((bsz,), cfg.t_min, device=z0.device)  # float32 whatever z0's dtype
     eps = torch.randn_like(z0)
     zeros = torch.zeros_like(z0)
     t_theta = t[:, None].expand(bsz, n)
@@ -119,7 +123,7 @@ def diffusion_training_pass(
                 r = sentence_confidence_rank(d, mask, cfg.mans_normalization)
             else:
                 r = confidence_rank(d, mask, cfg.mans_normalization)
-            t_theta = model_aware_time(t, r, cfg.mans_strength, cfg.t_min).to(z0.dtype)
+            t_theta = model_aware_time(t, r, cfg.mans_strength, cfg.t_min)
 
     z_t = q_sample(z0, t_theta, schedule, eps)
 
