@@ -199,6 +199,9 @@ class FastDiSSGenerator:
         # Top-L lengths, each repeated for S noise samples: C candidates per sentence.
         L = min(cfg.length_beam, model.length_classes)
         length_lprobs = torch.log_softmax(model.length_logits(encoder_out).float(), dim=-1)
+        # Classes whose length needs clamping are not candidates: a short source's negative
+        # offsets would all become length 1, and fill the length beam with copies of one candidate.
+        length_lprobs = length_lprobs.masked_fill(~model.length_class_fits(src_lengths), float("-inf"))
         top_classes = length_lprobs.topk(L, dim=-1).indices  # B x L
         lengths = model.class_to_length(top_classes, src_lengths[:, None])
         lengths = lengths.repeat_interleave(cfg.noise_samples, dim=1)  # B x C

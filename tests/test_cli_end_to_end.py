@@ -163,6 +163,26 @@ def test_generator_runs_the_denoiser_k_times_per_batch(tiny_data, tiny_model):
     assert scores == sorted(scores, reverse=True), "candidates are ranked best first"
 
 
+@pytest.mark.parametrize("offset", [True, False])
+def test_the_length_beam_never_holds_one_length_twice(tiny_data, tiny_model, monkeypatch, offset):
+    """A length head that favours classes below length 1 (a short source's negative offsets)
+    must not fill the beam with copies of the length-1 candidate: such classes are skipped."""
+    ckpt, _ = tiny_model
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 8, decoding_steps=1, length_beam=4)
+    model = models[0]
+    monkeypatch.setattr(model, "pred_length_offset", offset)
+    lowest_first = -torch.arange(model.length_classes, dtype=torch.float)  # class 0 the likeliest
+    monkeypatch.setattr(model, "length_logits",
+                        lambda encoder_out: lowest_first.expand(batch["nsentences"], -1))
+    hypos = task.build_generator(models, None).generate(models, batch)
+    src_lengths = batch["net_input"]["src_lengths"].tolist()
+    for sentence, src_len in zip(hypos, src_lengths):
+        lengths = sorted(len(h["tokens"]) - 1 for h in sentence)
+        # the four likeliest classes that give a length of at least 1
+        first = src_len - model.length_classes // 2 if offset else 0
+        assert lengths == [max(first, 1) + i for i in range(4)], (src_len, lengths)
+
+
 def test_sampler_ends_at_the_trained_t_min_unless_told(tiny_data, tiny_model, tmp_path):
     """A model trained on U(t_min, 1) stores t_min; the generator's time grid ends there by
     default (--decoding-t-end overrides it), and checkpoints from before the field load as 0.

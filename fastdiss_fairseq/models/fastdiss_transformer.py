@@ -159,12 +159,20 @@ class FastDiSSTransformerModel(TransformerModel):
             value = tgt_lengths
         return value.clamp(0, self.length_classes - 1)
 
-    def class_to_length(self, classes, src_lengths):
+    def _unclamped_length(self, classes, src_lengths):
         if self.pred_length_offset:
-            lengths = classes - self.length_classes // 2 + src_lengths
-        else:
-            lengths = classes
-        return lengths.clamp(1, self.decoder.max_positions())
+            return classes - self.length_classes // 2 + src_lengths
+        return classes
+
+    def class_to_length(self, classes, src_lengths):
+        return self._unclamped_length(classes, src_lengths).clamp(1, self.decoder.max_positions())
+
+    def length_class_fits(self, src_lengths):
+        """(B, classes): True where a class's length lies in [1, max_positions] without clamping.
+        Two classes outside it would be clamped onto one length, the same candidate twice."""
+        classes = torch.arange(self.length_classes, device=src_lengths.device)[None, :]
+        lengths = self._unclamped_length(classes, src_lengths[:, None])
+        return (lengths >= 1) & (lengths <= self.decoder.max_positions())
 
     # ---- training forward -----------------------------------------------------------------
 
