@@ -10,8 +10,11 @@ rounded to tokens, as fairseq's iterative refinement generator returns its itera
 
 Noise is drawn per sentence from a generator seeded by (seed, sentence id), so a sentence
 gets the same output whatever batch it lands in, and runs with one --seed are identical.
+fairseq-interactive hands over batches without ids; there the key is the sentence's source
+tokens (source_noise_keys).
 """
 
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from typing import Dict, List, Optional
@@ -132,6 +135,15 @@ def collapse_repeats(hypo: Dict) -> Dict:
     return dict(hypo, tokens=tokens[keep], positional_scores=hypo["positional_scores"][keep])
 
 
+def source_noise_keys(src_tokens: torch.Tensor, pad: int) -> torch.Tensor:
+    """(B,) a key per sentence from its source tokens alone (CRC-32 of the non-pad ids):
+    fairseq-interactive's samples carry no "id", and the batch position it would fall back to
+    changes with --batch-size, --buffer-size and the other lines of the input."""
+    rows = src_tokens.cpu().numpy().astype("<i8")
+    keys = [zlib.crc32(row[row != pad].tobytes()) for row in rows]
+    return torch.tensor(keys, dtype=torch.long)
+
+
 class CandidateNoise:
     """Standard normal noise for a batch's B*C candidate latents, one (B*C, n_max, d) draw at a
     time: draw 0 is z_1's noise, the renoise update takes one more per step. Sentence i's
@@ -192,7 +204,9 @@ class FastDiSSGenerator:
         src_lengths = sample["net_input"]["src_lengths"]
         bsz = src_tokens.size(0)
         device = src_tokens.device
-        ids = sample.get("id", torch.arange(bsz))
+        ids = sample.get("id")
+        if ids is None:  # fairseq-interactive
+            ids = source_noise_keys(src_tokens, self.pad)
 
         encoder_out = model.encoder(src_tokens, src_lengths=src_lengths)
 

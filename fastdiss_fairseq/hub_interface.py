@@ -33,6 +33,12 @@ GENERATION_OPTIONS = frozenset(f.name for f in fields(GeneratorConfig))
 class FastDiSSHubInterface(hub_utils.GeneratorHubInterface):
     """fairseq's GeneratorHubInterface with a FastDiSS-shaped translate()."""
 
+    def __init__(self, cfg, task, models):
+        super().__init__(cfg, task, models)
+        # fairseq builds the tokenizer itself, not through the task: ask the task again, so that
+        # a folder with the data's prepare.json tokenizes as the data were (prepared_text.py)
+        self.tokenizer = task.build_tokenizer(cfg.tokenizer)
+
     def translate(self, sentences: Union[str, List[str]], decoding_steps: Optional[int] = None,
                   verbose: bool = False, **gen_overrides) -> Union[str, List[str]]:
         """Translates a sentence or a list of them (raw text in, detokenized text out).
@@ -74,7 +80,8 @@ def from_pretrained(model_name_or_path: str, checkpoint_file: str = "checkpoint_
     model_name_or_path: a folder (or a fairseq model archive) with checkpoint_file in it;
     data_name_or_path: the folder with dict.*.txt, relative to it when it starts with '.';
     bpe / bpe_codes: the BPE (by default subword-nmt with the folder's `bpecodes`);
-    tokenizer: 'moses' (its languages are the model's) or None for pre-tokenized text;
+    tokenizer: 'moses' (its languages are the model's; with the data folder's prepare.json in the
+        folder, text is tokenized exactly as the training data were) or None for pre-tokenized text;
     kwargs: overrides of the checkpoint's options, e.g. decoding_steps=3, length_beam=3, cpu=True,
         fp32_matmul_precision="medium" (default: the process's current precision, no CPU tuning).
     """

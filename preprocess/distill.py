@@ -35,6 +35,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import prepare_parallel  # noqa: E402
 from prepare_parallel import SPLITS, fail, raw_path, read_lines  # noqa: E402
 
+from fastdiss_fairseq.prepared_text import PreparedTextTokenizer, read_settings  # noqa: E402
+
 prepare_parallel.PROG = "distill"
 
 PLUGIN_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "fastdiss_fairseq")
@@ -42,7 +44,7 @@ HYPOTHESIS_LINE = re.compile(r"^D-(\d+)\t[^\t]*\t(.*)$")
 
 
 def parse_hypotheses(stdout: str, expected: int):
-    """fairseq-interactive's detokenized D-lines, put back in input order."""
+    """fairseq-interactive's D-lines (BPE removed, still tokenized), put back in input order."""
     by_id = {}
     for line in stdout.splitlines():
         match = HYPOTHESIS_LINE.match(line)
@@ -56,30 +58,36 @@ def parse_hypotheses(stdout: str, expected: int):
 
 
 def translate(lines, args) -> list:
-    """Translate raw source lines with the teacher through the stock fairseq-interactive."""
+    """Translate raw source lines with the teacher through the stock fairseq-interactive.
+
+    The lines are tokenized here, as the teacher's data were (its prepare.json; without one,
+    prepare_parallel.py's defaults), and the teacher's output detokenized here: the teacher runs
+    fairseq's own translation task, whose --tokenizer moses would escape quotes and split dashes."""
     codes = os.path.join(args.teacher_data, "bpecodes")
     for path, what in ((args.teacher, "--teacher checkpoint"), (codes, "bpecodes in --teacher-data")):
         if not os.path.isfile(path):
             fail(f"{what} not found: {path}")
+    tokenizer = PreparedTextTokenizer(read_settings(args.teacher_data) or {}, args.src, args.tgt)
     # fairseq-interactive of this interpreter's fairseq: the script may run from a virtual
     # environment that is not activated (its bin/ not on PATH)
     cmd = [sys.executable, "-m", "fairseq_cli.interactive", args.teacher_data, "--path", args.teacher,
            # the plugin's checkpoint allowlist lets torch 2.13 load fairseq's own checkpoints
            "--user-dir", PLUGIN_DIR,
            "--source-lang", args.src, "--target-lang", args.tgt,
-           "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", codes,
+           "--bpe", "subword_nmt", "--bpe-codes", codes,
            "--beam", str(args.beam), "--buffer-size", "2000", "--max-tokens", str(args.max_tokens),
            "--seed", "1"]
     if not args.gpu:
         cmd.append("--cpu")
     log_path = os.path.join(args.out, "distill.log")
     with open(log_path, "w") as log:
-        proc = subprocess.run(cmd, input="\n".join(lines) + "\n", capture_output=True, text=True)
+        proc = subprocess.run(cmd, input="\n".join(tokenizer.encode(line) for line in lines) + "\n",
+                              capture_output=True, text=True)
         log.write(proc.stderr)
     if proc.returncode != 0:
         last = proc.stderr.strip().splitlines()[-1:] or ["(no output)"]
         fail(f"fairseq-interactive failed ({last[0]}); full log: {log_path}")
-    return parse_hypotheses(proc.stdout, len(lines))
+    return [tokenizer.decode(line) for line in parse_hypotheses(proc.stdout, len(lines))]
 
 
 def write_gz(path: str, lines) -> None:

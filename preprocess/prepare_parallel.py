@@ -9,7 +9,7 @@ Output (--out DIR), ready for fairseq-train / fairseq-generate / fairseq-interac
   DIR/{train,valid,test}.SRC-TGT.{SRC,TGT}.{bin,idx}, DIR/dict.{SRC,TGT}.txt (joined)
   DIR/bpecodes          the subword-nmt codes (for --bpe subword_nmt --bpe-codes)
   DIR/refs/{split}.{l}  the raw, untokenized text of each split (detokenized SacreBLEU refs)
-  DIR/prepare.json      the settings used
+  DIR/prepare.json      the settings used; --tokenizer moses at inference tokenizes by them
 
 Example:
   python preprocess/prepare_parallel.py --raw ../shared/data/de-en --src de --tgt en \
@@ -24,6 +24,11 @@ import subprocess
 import sys
 import tempfile
 from multiprocessing import Pool
+
+# The one definition of how a line is tokenized, shared with inference (--tokenizer moses on
+# data with a prepare.json) so that both tokenize alike.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from fastdiss_fairseq.prepared_text import SETTINGS_FILE, default_moses_lang, line_tokenizer  # noqa: E402
 
 SPLITS = ("train", "valid", "test")
 
@@ -58,21 +63,7 @@ _TOKENIZER = None
 
 def _init_tokenizer(lang: str, lowercase: bool, aggressive_dash: bool = False, pretokenized: bool = False) -> None:
     global _TOKENIZER
-    from sacremoses import MosesPunctNormalizer, MosesTokenizer
-
-    norm, tok = MosesPunctNormalizer(lang=lang), MosesTokenizer(lang=lang)
-
-    def run(line: str) -> str:
-        if pretokenized:
-            # Already tokenized corpora (e.g. Gigaword's PTB tokens, '#' digit masks) would be
-            # damaged by Moses ("'s" -> "' s", "#.##" -> "# . # #"): only squeeze whitespace.
-            line = " ".join(line.split())
-        else:
-            line = tok.tokenize(norm.normalize(line), aggressive_dash_splits=aggressive_dash,
-                                escape=False, return_str=True)
-        return line.lower() if lowercase else line
-
-    _TOKENIZER = run
+    _TOKENIZER = line_tokenizer(lang, lowercase, aggressive_dash, pretokenized)
 
 
 def _tokenize_chunk(lines):
@@ -155,6 +146,8 @@ def main(argv=None) -> None:
 
     if args.bpe_merges < 1:
         fail(f"--bpe-merges must be >= 1, got {args.bpe_merges}")
+    if args.workers < 1:
+        fail(f"--workers must be >= 1, got {args.workers}")
     if args.clean_ratio < 0:
         fail(f"--clean-ratio must be >= 0, got {args.clean_ratio}")
     if not os.path.isdir(args.raw):
@@ -164,8 +157,8 @@ def main(argv=None) -> None:
     except ImportError:
         fail("fairseq is not installed in this Python; install it first (see README)")
     moses = {
-        args.src: args.src_moses_lang or (args.src if len(args.src) == 2 else "en"),
-        args.tgt: args.tgt_moses_lang or (args.tgt if len(args.tgt) == 2 else "en"),
+        args.src: args.src_moses_lang or default_moses_lang(args.src),
+        args.tgt: args.tgt_moses_lang or default_moses_lang(args.tgt),
     }
 
     raw = {}
@@ -190,6 +183,9 @@ def main(argv=None) -> None:
         # Training pairs with an empty or over-long side teach nothing and slow batching.
         keep = keep_pairs(tok["train"][args.src], tok["train"][args.tgt], args.max_tokens, args.clean_ratio)
         print(f"prepare_parallel: {len(keep)} of {len(raw['train'][args.src])} training pairs kept", flush=True)
+        if not keep:
+            fail(f"cleaning kept no training pair (--max-tokens {args.max_tokens}, --clean-ratio "
+                 f"{args.clean_ratio}); loosen them or check the train files")
         for l in (args.src, args.tgt):
             tok["train"][l] = [tok["train"][l][i] for i in keep]
             # refs/train.* must stay line-aligned with the binarized train split.
@@ -214,10 +210,13 @@ def main(argv=None) -> None:
             "--testpref", os.path.join(work, "test"), "--destdir", args.out,
             "--joined-dictionary", "--workers", str(args.workers),
         ]
-        subprocess.run(cmd, check=True)
+        try:
+            subprocess.run(cmd, check=True)
+        except subprocess.CalledProcessError as e:
+            fail(f"fairseq-preprocess failed (exit status {e.returncode}); its messages are above")
 
     settings = dict(vars(args), moses_langs=moses, train_pairs=len(keep))
-    with open(os.path.join(args.out, "prepare.json"), "w") as f:
+    with open(os.path.join(args.out, SETTINGS_FILE), "w") as f:
         json.dump(settings, f, indent=2)
     print(f"prepare_parallel: binarized data in {args.out}", flush=True)
 

@@ -136,6 +136,56 @@ def test_interactive_translates_raw_stdin(tiny_data, tiny_model):
     assert len(re.findall(r"^D-\d+\t", out, flags=re.M)) == 3
 
 
+def test_a_batch_without_ids_keys_each_sentences_noise_by_its_source(tiny_data, tiny_model, monkeypatch):
+    """fairseq-interactive's batches carry no sentence ids (fairseq-generate's do). The noise of
+    a sentence is keyed by its source there, not by its batch position, so --batch-size,
+    --buffer-size and the other input lines do not change its translation."""
+    import fastdiss_fairseq.generator as generator_module
+
+    ckpt, _ = tiny_model
+    models, task, batch = load_with_test_batch(tiny_data, ckpt, 4, decoding_steps=1, length_beam=1)
+    keys, real_noise = [], generator_module.CandidateNoise
+
+    def recording_noise(seed, ids, *args, **kwargs):
+        keys.append(ids.tolist())
+        return real_noise(seed, ids, *args, **kwargs)
+
+    monkeypatch.setattr(generator_module, "CandidateNoise", recording_noise)
+    gen = task.build_generator(models, None)
+    src = batch["net_input"]["src_tokens"]
+    flipped = {"src_tokens": src.flip(0), "src_lengths": batch["net_input"]["src_lengths"].flip(0)}
+    gen.generate(models, {"net_input": batch["net_input"]})
+    gen.generate(models, {"net_input": flipped})
+    gen.generate(models, {"net_input": {k: v[1:2] for k, v in batch["net_input"].items()}})
+    gen.generate(models, batch)
+    assert len(set(keys[0])) == len(keys[0]) == src.size(0), "a key per sentence"
+    assert keys[1] == keys[0][::-1] and keys[2] == keys[0][1:2], "the same key wherever the sentence is"
+    assert keys[3] == batch["id"].tolist(), "fairseq-generate's ids are used as they are"
+
+
+def test_interactive_tokenizes_as_the_data_were_prepared(tiny_data, tiny_model):
+    """prepare_parallel.py tokenized the data without HTML escaping or dash splits; fairseq's
+    own --tokenizer moses would escape quotes and split dashes (tokens the model never saw)."""
+    ckpt, _ = tiny_model
+    proc = run_cli(
+        "interactive", tiny_data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
+        "--path", ckpt, "--cpu", "--source-lang", "de", "--target-lang", "en",
+        "--tokenizer", "moses", "--bpe", "subword_nmt", "--bpe-codes", tiny_data / "bpecodes",
+        "--decoding-steps", "1", stdin='Klicken Sie auf "Drag-and-Drop" & OK.\n',
+    )
+    assert "tokenizing as" in proc.stderr and "no escaping, no dash splits" in proc.stderr
+    assert re.search(r"^D-0\t", proc.stdout, flags=re.M)
+    # what that tokenizer makes of the line (the tiny dictionary knows too few characters for
+    # the S-line to show it)
+    from argparse import Namespace
+
+    models, task, _ = load_with_test_batch(tiny_data, ckpt, 1)
+    tokenizer = task.build_tokenizer(Namespace(tokenizer="moses", source_lang="de", target_lang="en",
+                                               moses_no_dash_splits=False, moses_no_escape=False))
+    assert tokenizer.encode('Klicken Sie auf "Drag-and-Drop" & OK.') == 'Klicken Sie auf " Drag-and-Drop " & OK .'
+    assert tokenizer.decode("Click \" OK \" .") == 'Click "OK".'
+
+
 def test_checkpoint_reloads_as_a_fastdiss_model(tiny_data, tiny_model):
     from fairseq import checkpoint_utils
 

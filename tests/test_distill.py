@@ -51,3 +51,32 @@ def test_distill_bad_input_is_one_line(tiny_raw, tiny_data, tmp_path):
     proc = run_distill("--raw", tmp_path, "--src", "de", "--tgt", "en", "--teacher", "x", "--teacher-data", "y",
                        "--out", tmp_path / "o")
     assert proc.stderr.strip() == f"distill: error: missing train.de[.gz] in {tmp_path}"
+
+
+def test_the_teacher_reads_text_tokenized_as_its_data_were(tiny_data, tmp_path, monkeypatch):
+    """The teacher runs fairseq's translation task, whose --tokenizer moses would escape quotes
+    and split dashes: distill.py tokenizes (as the teacher data's prepare.json says) and
+    detokenizes itself."""
+    import argparse
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "preprocess"))
+    import prepare_parallel
+
+    # importing distill renames prepare_parallel's errors; other tests expect the name back
+    monkeypatch.setattr(prepare_parallel, "PROG", prepare_parallel.PROG)
+    import distill
+
+    seen = {}
+
+    def fake_interactive(cmd, input, **kwargs):
+        seen["cmd"], seen["input"] = cmd, input
+        return subprocess.CompletedProcess(cmd, 0, stdout='D-0\t-0.5\tClick " Drag-and-Drop " .\n', stderr="")
+
+    monkeypatch.setattr(distill.subprocess, "run", fake_interactive)
+    teacher = tmp_path / "teacher.pt"
+    teacher.write_bytes(b"")
+    args = argparse.Namespace(teacher=str(teacher), teacher_data=str(tiny_data), src="de", tgt="en", beam=1,
+                              max_tokens=100, gpu=False, out=str(tmp_path))
+    assert distill.translate(['Klicken Sie auf "Drag-and-Drop".'], args) == ['Click "Drag-and-Drop".']
+    assert seen["input"] == 'Klicken Sie auf " Drag-and-Drop " .\n'
+    assert "--tokenizer" not in seen["cmd"]

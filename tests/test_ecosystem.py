@@ -38,7 +38,7 @@ def model_dir(tiny_data, tiny_model, tmp_path_factory):
     folder = tmp_path_factory.mktemp("hub") / "model_dir"
     folder.mkdir()
     shutil.copy(ckpt, folder / "checkpoint_best.pt")
-    for name in ("dict.de.txt", "dict.en.txt", "bpecodes"):
+    for name in ("dict.de.txt", "dict.en.txt", "bpecodes", "prepare.json"):
         shutil.copy(tiny_data / name, folder)
     return folder
 
@@ -79,6 +79,14 @@ def test_hub_applies_generation_options_per_call(hub, monkeypatch):
     assert hub.translate(["Hallo Welt", "Klicken Sie auf OK."], decoding_steps=1, length_beam=2) == one_step
     assert hub.translate("Hallo Welt", decoding_steps=1, length_beam=2) == one_step[0]
     assert hub.translate([""]) == [""], "an empty sentence gives an empty translation"
+
+
+def test_hub_tokenizes_as_the_data_were_prepared(hub):
+    """fairseq's hub builds its Moses tokenizer itself (escaping, dash splits); with the data's
+    prepare.json in the folder, the plugin's tokenizer replaces it."""
+    assert hub.encode('Klicken Sie auf "Drag-and-Drop".').tolist() == hub.src_dict.encode_line(
+        hub.apply_bpe('Klicken Sie auf " Drag-and-Drop " .'), add_if_not_exist=False).long().tolist()
+    assert hub.tokenizer.decode('Click " OK " .') == 'Click "OK".'
 
 
 def test_hub_rejects_bad_options(hub, model_dir, tmp_path):

@@ -5,12 +5,14 @@ generation options, so `fairseq-generate --task fastdiss_translation --decoding-
 and `--eval-bleu` during training both use the few-step diffusion generator.
 """
 
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from typing import Optional
 
 from fairseq import utils
+from fairseq.data.encoders.moses_tokenizer import MosesTokenizer as FairseqMosesTokenizer
 from fairseq.dataclass import ChoiceEnum
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
@@ -25,6 +27,9 @@ from ..cpu_performance import (
 from ..diffusion.sampler import SAMPLER_UPDATES, SELF_CONDITIONING_MODES
 from ..errors import FastDiSSError
 from ..generator import DECODING_DTYPES, LENGTH_BEAM_NOISES, RANKINGS, FastDiSSGenerator, GeneratorConfig
+from ..prepared_text import SETTINGS_FILE, tokenizer_for_data
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -269,6 +274,23 @@ class FastDiSSTranslationTask(TranslationTask):
             super().load_dataset(split, epoch, combine, **kwargs)
         except FileNotFoundError as e:
             raise safeguards.missing_split_error(data_path, split, self.cfg.source_lang, self.cfg.target_lang) from e
+
+    def build_tokenizer(self, args):
+        """--tokenizer moses on data from preprocess/prepare_parallel.py tokenizes as the data
+        were (prepared_text.py says why fairseq's defaults do not)."""
+        tokenizer = super().build_tokenizer(args)
+        if not isinstance(tokenizer, FairseqMosesTokenizer):
+            return tokenizer
+        data_dir = utils.split_paths(self.cfg.data)[0]
+        prepared = tokenizer_for_data(data_dir, self.cfg.source_lang, self.cfg.target_lang)
+        if prepared is None:
+            logger.info("--tokenizer moses: no %s in %s, so fairseq's Moses settings (escaping, dash "
+                        "splits) apply; they must be the ones the training data were tokenized with",
+                        SETTINGS_FILE, data_dir)
+            return tokenizer
+        logger.info("--tokenizer moses: tokenizing as %s says the data were: %s",
+                    os.path.join(data_dir, SETTINGS_FILE), prepared.describe())
+        return prepared
 
     def build_dataset_for_inference(self, src_tokens, src_lengths, constraints=None):
         limit = min(self.cfg.max_source_positions, getattr(self, "model_max_source_positions", float("inf")))
