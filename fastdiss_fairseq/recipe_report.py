@@ -33,6 +33,7 @@ import re
 import sys
 from typing import Dict, List, Optional
 
+from .prepared_text import data_was_lowercased
 from .scoring import detokenize_d_lines, parse_generate_output, read_refs, score_generate_output
 
 KINDS = ("translation", "paraphrase", "summarization")
@@ -65,17 +66,6 @@ def parse_speed(log_text: str) -> Dict[str, float]:
         "sentences_per_second": float(sps),
         "tokens_per_second": float(tps),
     }
-
-
-def data_was_lowercased(data_dir: Optional[str]) -> bool:
-    """True when preprocess/ lowercased the data (IWSLT14): the raw refs must then be lowercased too."""
-    if not data_dir:
-        return False
-    path = os.path.join(data_dir, "prepare.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return bool(json.load(f).get("lowercase", False))
 
 
 def write_hypotheses(text: str, path: str) -> None:

@@ -7,7 +7,8 @@
 - ROUGE-1/2/L F1 (rouge-score, with stemming) for summarization.
 
 Command line (installed as `fastdiss-score`):
-    fastdiss-score GENERATE_OUTPUT --refs data-bin/x/refs/test.en --detok-lang en [--rouge] [--json out.json]
+    fastdiss-score GENERATE_OUTPUT --refs data-bin/x/refs/test.en --detok-lang en [--lowercase-refs]
+        [--rouge] [--json out.json]
 """
 
 import argparse
@@ -111,12 +112,17 @@ def main(argv=None) -> None:
     p.add_argument("--refs", required=True, help="raw (untokenized) reference file, one line per sentence")
     p.add_argument("--detok-lang", help="Moses-detokenize the D-lines in this language first "
                    "(for output decoded without --tokenizer)")
+    p.add_argument("--lowercase-refs", action="store_true",
+                   help="lowercase the references first (data lowercased in preprocessing: IWSLT14)")
     p.add_argument("--rouge", action="store_true", help="also report ROUGE-1/2/L F1")
     p.add_argument("--json", help="write the scores to this JSON file")
     args = p.parse_args(argv)
     try:
         text = sys.stdin.read() if args.generate_output == "-" else open(args.generate_output, encoding="utf-8").read()
-        scores = score_generate_output(text, read_refs(args.refs), args.rouge, args.detok_lang)
+        refs = read_refs(args.refs)
+        if args.lowercase_refs:
+            refs = [line.lower() for line in refs]
+        scores = score_generate_output(text, refs, args.rouge, args.detok_lang)
     except (OSError, ValueError) as e:
         sys.exit(f"fastdiss-score: error: {e}")
     if args.json:  # written first: a reader that closes the pipe early must not lose it

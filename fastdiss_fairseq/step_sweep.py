@@ -65,7 +65,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 class Sweep:
     def __init__(self, args):
         from fairseq import checkpoint_utils, utils
-        from fairseq.data import encoders
 
         import fastdiss_fairseq  # noqa: F401  (registers the task and model)
         from .errors import FastDiSSError
@@ -86,7 +85,9 @@ class Sweep:
         self.max_positions = utils.resolve_max_positions(self.task.max_positions(), self.model.max_positions())
         self.detok = None
         if args.tokenizer == "moses":
-            self.detok = encoders.build_tokenizer(Namespace(
+            # through the task: on prepared data, the Moses language prepare.json names (English
+            # for src/tgt data), as the recipes detokenize
+            self.detok = self.task.build_tokenizer(Namespace(
                 tokenizer="moses", source_lang=self.task.cfg.source_lang, target_lang=self.task.cfg.target_lang,
                 moses_no_dash_splits=False, moses_no_escape=False,
             ))
@@ -180,10 +181,13 @@ def main(argv=None) -> None:
     logging.basicConfig(format="%(asctime)s | %(levelname)s | %(name)s | %(message)s",
                         level=logging.INFO, stream=sys.stderr, force=True)
     from .errors import FastDiSSError
+    from .prepared_text import data_was_lowercased
     from .scoring import read_refs, sacrebleu_detok
 
     try:
         refs = read_refs(args.refs)
+        if data_was_lowercased(args.data):  # IWSLT14: the model writes lowercase, as the recipes score
+            refs = [line.lower() for line in refs]
         sweep = Sweep(args)
         if len(refs) != len(sweep.dataset):
             raise FastDiSSError(f"{args.refs} has {len(refs)} lines but subset '{args.subset}' has "

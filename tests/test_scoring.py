@@ -32,6 +32,18 @@ def test_detokenized_output_matches_raw_references_exactly():
     assert score_generate_output(GENERATE_OUTPUT, REFS)["sacrebleu"] < 100.0
 
 
+def test_lowercase_refs_scores_a_lowercased_model_against_cased_references(tmp_path):
+    """IWSLT14 is lowercased in preprocessing: its raw references must be lowercased to match."""
+    from fastdiss_fairseq.scoring import main
+
+    (tmp_path / "gen.txt").write_text(GENERATE_OUTPUT, encoding="utf-8")
+    (tmp_path / "refs.en").write_text("A dog sleeps here.\nIt's fine.\n", encoding="utf-8")
+    for flags, expected in (([], lambda v: v < 100.0), (["--lowercase-refs"], lambda v: v == pytest.approx(100.0))):
+        main([str(tmp_path / "gen.txt"), "--refs", str(tmp_path / "refs.en"), "--detok-lang", "en",
+              "--json", str(tmp_path / "s.json"), *flags])
+        assert expected(json.load(open(tmp_path / "s.json"))["sacrebleu"]), flags
+
+
 def test_tokenized_bleu_does_not_warn_about_tokenized_text(caplog):
     # sacrebleu warns once 100 or more hypotheses end in a tokenized period
     many = "".join(
