@@ -125,13 +125,14 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     try:
-        n = args.num_update_checkpoints or args.num_epoch_checkpoints
+        # "is not None", not "or": --num-update-checkpoints 0 must reach the range check
+        n = args.num_update_checkpoints if args.num_update_checkpoints is not None else args.num_epoch_checkpoints
         if n is not None:
             if n < 1:
                 raise AverageError(f"the number of checkpoints must be >= 1, got {n}")
             if len(args.inputs) != 1:
                 raise AverageError("with --num-update-checkpoints/--num-epoch-checkpoints, --inputs is one folder")
-            by = "update" if args.num_update_checkpoints else "epoch"
+            by = "update" if args.num_update_checkpoints is not None else "epoch"
             paths = last_checkpoints(args.inputs[0], n, by, args.allow_fewer)
         else:
             paths = list(args.inputs)

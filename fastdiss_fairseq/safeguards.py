@@ -345,6 +345,7 @@ def empty_hypothesis(eos: int) -> Dict:
 
 
 def empty_sources_get_empty_output(sample: Dict, hypos: List[List[Dict]], eos: int) -> List[List[Dict]]:
-    """Sentences whose source holds nothing but EOS get one empty hypothesis."""
+    """Sentences whose source holds nothing but EOS get empty hypotheses, as many as the others
+    (--nbest N prints N per sentence)."""
     lengths = sample["net_input"]["src_lengths"].tolist()
-    return [[empty_hypothesis(eos)] if n <= 1 else h for n, h in zip(lengths, hypos)]
+    return [[empty_hypothesis(eos) for _ in h] if n <= 1 else h for n, h in zip(lengths, hypos)]

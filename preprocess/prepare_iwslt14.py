@@ -57,6 +57,12 @@ def train_text(path: str):
 
 def main(argv=None) -> None:
     p = common.parser(__doc__, bpe_merges=10000)
+    # Parsed here, not passed on: the cleaning runs before valid is carved out, and a limit
+    # that only reached prepare_parallel.py could not bring back the pairs already dropped.
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS,
+                   help=f"drop training pairs with a side longer than this (default: {MAX_TOKENS})")
+    p.add_argument("--clean-ratio", type=float, default=CLEAN_RATIO,
+                   help=f"drop training pairs whose length ratio exceeds this (default: {CLEAN_RATIO})")
     args, passthrough = common.parse(p, argv)
     with common.reporting(PROG):
         raw = common.open_raw(args, URLS)
@@ -66,7 +72,7 @@ def main(argv=None) -> None:
         # Clean before carving out valid, like the shell script, so valid is every 23rd *clean* pair.
         tokenize = common.prepare_parallel.tokenize
         tok = [tokenize(side, lang, False, args.workers) for side, lang in ((de, SRC), (en, TGT))]
-        keep = common.prepare_parallel.keep_pairs(*tok, MAX_TOKENS, CLEAN_RATIO)
+        keep = common.prepare_parallel.keep_pairs(*tok, args.max_tokens, args.clean_ratio)
         print(f"{len(keep)} of {len(de)} training pairs pass clean-corpus-n", flush=True)
         valid = [i for n, i in enumerate(keep, 1) if n % VALID_EVERY == 0]
         train = [i for n, i in enumerate(keep, 1) if n % VALID_EVERY != 0]
@@ -83,7 +89,8 @@ def main(argv=None) -> None:
         common.write_split(args, "test", SRC, TGT, test[SRC], test[TGT])
 
     common.run_prepare_parallel(args, passthrough, SRC, TGT,
-                                ["--lowercase", "--max-tokens", str(MAX_TOKENS), "--clean-ratio", str(CLEAN_RATIO)])
+                                ["--lowercase", "--max-tokens", str(args.max_tokens),
+                                 "--clean-ratio", str(args.clean_ratio)])
 
 
 if __name__ == "__main__":

@@ -124,6 +124,12 @@ def test_iwslt14(tmp_path):
     assert decoded(out, "train", "de-en", "en", d, 0) == "speaker 1 : a title"  # lowercased
     assert "Ja." not in refs(out, "train.de")
 
+    # a looser limit reaches the first cleaning too: the 180-token pair comes back
+    looser = str(tmp_path / "looser")
+    prepare_iwslt14.main(["--raw", str(tmp_path / "de-en.tgz"), "--out", looser, "--max-tokens", "200", *TINY])
+    assert loaded(looser, "de", "en")[0] == {"train": 46, "valid": 2, "test": 10}
+    assert json.load(open(os.path.join(looser, "prepare.json")))["max_tokens"] == 200
+
 
 # --------------------------------------------------------------------------- WMT14 En-De
 
@@ -276,6 +282,23 @@ def test_missing_file_is_one_line_error(tmp_path):
     one_line_exit(e, "prepare_qqp", "valid.jsonl")
 
 
+def test_prepare_parallel_refuses_what_would_fail_later_in_one_line(tmp_path):
+    """No training pair left after cleaning (the error used to come at training time), and
+    --workers 0 (a multiprocessing traceback)."""
+    import prepare_parallel
+
+    raw = tmp_path / "raw"
+    for split in ("train", "valid", "test"):
+        write(raw / f"{split}.de", ["Ein Satz ."])
+        write(raw / f"{split}.en", ["A sentence ."])
+    common_args = ["--raw", str(raw), "--src", "de", "--tgt", "en", "--out", str(tmp_path / "bin")]
+    for extra, words in ((["--max-tokens", "1"], ("kept no training pair", "--max-tokens 1")),
+                         (["--workers", "0"], ("--workers must be >= 1",))):
+        with pytest.raises(SystemExit) as e:
+            prepare_parallel.main(common_args + extra)
+        one_line_exit(e, "prepare_parallel", *words)
+
+
 def test_unpaired_sgm_is_one_line_error(tmp_path):
     raw = tmp_path / "raw"
     write(raw / "dev/newsdev2016-enro-src.en.sgm", sgm("src", "en", ["One.", "Two."]))
@@ -316,3 +339,18 @@ def test_command_line_error_is_one_line(tmp_path):
                         "--out", str(tmp_path / "bin")], capture_output=True, text=True)
     assert r.returncode != 0
     assert r.stderr == f"prepare_wmt14_en_de: error: --raw {missing} does not exist\n"
+
+
+def test_the_inference_tokenizer_follows_the_datas_prepare_settings():
+    """--tokenizer moses on prepared data (fastdiss_fairseq/prepared_text.py): no escaping, dash
+    splits and lowercasing as prepare.json says, and the Moses language of src/tgt data is the
+    one prepare_parallel.py used (English), not "src"."""
+    from fastdiss_fairseq.prepared_text import PreparedTextTokenizer
+
+    lowercased = PreparedTextTokenizer({"lowercase": True, "moses_langs": {"src": "en", "tgt": "en"}}, "src", "tgt")
+    # (English punctuation normalization moves the full stop inside the quotes, as it did in training)
+    assert lowercased.encode('He isn\'t "well-known".') == 'he isn \'t " well-known . "'
+    assert (lowercased.source_moses_lang, lowercased.target_moses_lang) == ("en", "en")
+    assert PreparedTextTokenizer({}, "src", "tgt").source_moses_lang == "en"  # an older prepare.json
+    assert PreparedTextTokenizer({"aggressive_dash": True}, "en", "de").encode("well-known") == "well @-@ known"
+    assert PreparedTextTokenizer({"pretokenized": True}, "en", "en").encode(" it 's  # . ## ") == "it 's # . ##"

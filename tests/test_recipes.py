@@ -168,6 +168,7 @@ def test_averaging_rejects_bad_input_in_one_line(tmp_path):
         ["--inputs", str(tmp_path / "missing"), "--num-update-checkpoints", "2"],
         ["--inputs", str(tmp_path), "--num-update-checkpoints", "2"],  # no checkpoints there
         ["--inputs", str(tmp_path / "nope.pt")],
+        ["--inputs", str(tmp_path), "--num-update-checkpoints", "0"],
         ["--inputs", str(tmp_path / "gen.txt")],  # not a checkpoint
     ]
     (tmp_path / "gen.txt").write_text("H-0\t-0.5\tHello world\n")
@@ -176,6 +177,8 @@ def test_averaging_rejects_bad_input_in_one_line(tmp_path):
             average_checkpoints.main(argv + ["--output", str(tmp_path / "avg.pt")])
         message = str(e.value.code)
         assert message.startswith("average_checkpoints: error:") and "\n" not in message, message
+        if "0" in argv:
+            assert message.endswith("the number of checkpoints must be >= 1, got 0"), message
     assert message.endswith("gen.txt: not a PyTorch checkpoint (torch.load cannot unpickle it)"), message
     assert not (tmp_path / "avg.pt").exists()
 

@@ -581,6 +581,16 @@ def interactive_runs(tiny_data, tiny_model):
     return [(run.stdout.decode("utf-8"), run.stdout + run.stderr) for run in runs]
 
 
+def test_an_empty_source_gets_as_many_empty_hypotheses_as_the_other_sentences():
+    """--nbest N prints N hypotheses a sentence; a source of nothing but EOS is no exception."""
+    from fastdiss_fairseq.safeguards import empty_sources_get_empty_output
+
+    hypos = [[{"rank": r} for r in range(3)] for _ in range(2)]
+    out = empty_sources_get_empty_output({"net_input": {"src_lengths": torch.tensor([1, 4])}}, hypos, eos=2)
+    assert [h["tokens"].tolist() for h in out[0]] == [[2], [2], [2]]
+    assert out[1] is hypos[1]
+
+
 def test_interactive_empty_line_gives_an_empty_translation(interactive_runs):
     stdout, _ = interactive_runs[0]
     assert re.search(r"^S-1\t$", stdout, flags=re.M)
