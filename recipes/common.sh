@@ -253,7 +253,8 @@ report_command() {
         "train_minutes=${TRAIN_MINUTES:-none}" "dropout=$DROPOUT" "label_smoothing=$LABEL_SMOOTHING" \
         "weight_decay=$WEIGHT_DECAY" "clip_norm=$CLIP_NORM" "fastdiss=${FASTDISS_ARGS:-none}" \
         "length_beam=$LENGTH_BEAM" "noise_samples=$NOISE_SAMPLES" "smoke=${SMOKE:-0}" \
-        "precision=$PRECISION" "extra_train_args=${EXTRA_TRAIN_ARGS:-none}" "data=$DATA"; do
+        "precision=$PRECISION" "extra_train_args=${EXTRA_TRAIN_ARGS:-none}" \
+        "extra_gen_args=${EXTRA_GEN_ARGS:-none}" "prepare_args=${PREPARE_ARGS:-none}" "data=$DATA"; do
         REPORT_CMD+=(--setting "$kv")
     done
 }

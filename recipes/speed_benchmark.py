@@ -599,7 +599,8 @@ def retime_reference(row, first, again, device):
 
 def previous_rows(args):
     """{configuration: row} of the existing report, if it was made on the same host (a report from
-    before the report named it is taken for another), at the same precision and dtype."""
+    before the report named it is taken for another), at the same precision and dtype, on the same
+    data and checkpoints, with models of the same size trained on batches of the same size."""
     path = os.path.join(args.out, f"{report_name(args)}.json")
     if not os.path.exists(path):
         return {}
@@ -608,7 +609,8 @@ def previous_rows(args):
     settings = {"decoding_dtype": "float32", **report["settings"]}  # reports from before the option
     settings.setdefault("device", "cpu")
     if any(settings.get(k) != getattr(args, k)
-           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads", "device", "host")):
+           for k in ("fp32_matmul_precision", "decoding_dtype", "batch_size", "threads", "device", "host",
+                     "work", "data", "fastdiss", "size", "max_tokens")):
         return {}
     # rows of a report from before rows named their updates, date and dtype get the report's
     updates = {"fastdiss": settings.get("fastdiss_updates"), **settings.get("peer_updates", {})}

@@ -21,11 +21,23 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
-if ! "$VENV/bin/python" -c "import fastdiss_fairseq, fairseq, sacremoses, pytest" 2>/dev/null; then
+# The install runs again whenever setup.py changed since the last one (a requirement added later
+# reaches an existing venv) or the plugin does not import from outside the clone (from its root,
+# `import fastdiss_fairseq` would find the folder whether it is installed or not).
+STAMP="$VENV/.fastdiss-setup-py.sha256"
+WANT="$(sha256sum "$ROOT/setup.py" | cut -d' ' -f1)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] \
+        || ! (cd / && "$VENV/bin/python" -c "import fastdiss_fairseq, fairseq, sacremoses, pytest") 2>/dev/null; then
     "${PIP[@]}" install --upgrade pip wheel setuptools
     if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
         "${PIP[@]}" install "torch==2.13.0"
     fi
-    "${PIP[@]}" install -e "$ROOT[test]"
+    # The venv's torch stays as it is: fairseq pulls torchaudio, whose newer releases ask for a
+    # newer torch, and pip would replace the installed build with PyPI's default, a CUDA build.
+    TORCH_PIN="$(mktemp)"
+    "$VENV/bin/python" -c "import torch; print('torch==' + torch.__version__)" > "$TORCH_PIN"
+    "${PIP[@]}" install -c "$TORCH_PIN" -e "$ROOT[test]"
+    rm -f "$TORCH_PIN"
+    echo "$WANT" > "$STAMP"
 fi
 "$VENV/bin/python" -c "import torch, fairseq, fastdiss_fairseq; print(f'env ready: torch {torch.__version__}, fairseq {fairseq.__version__}, fastdiss {fastdiss_fairseq.__version__}')"

@@ -232,6 +232,15 @@ def train_options(name, **env):
     return options
 
 
+def test_the_report_records_the_generation_and_preparation_overrides():
+    """EXTRA_GEN_ARGS can override the recipe's --length-beam: the report must say so, not only
+    the recipe's own length_beam."""
+    proc = run_recipe("wmt14_en_de", timeout=60, DRY_RUN=1, STEPS=1, EXTRA_GEN_ARGS="--length-beam 3")
+    assert proc.returncode == 0, proc.stderr
+    report = shlex.split(next(l for l in proc.stdout.splitlines() if "fastdiss_fairseq.recipe_report" in l))
+    assert "extra_gen_args=--length-beam 3" in report and "prepare_args=none" in report
+
+
 @pytest.mark.parametrize("ngpu", [1, 2, 3, 4, 8])
 def test_effective_batch_is_fixed_whatever_the_gpu_count(ngpu):
     opts = train_options("wmt14_en_de", NGPU=ngpu)  # published: 16,000 tokens x 4 GPUs

@@ -652,3 +652,18 @@ def test_readme_job_refuses_an_output_folder_of_an_older_version(old_output, tin
     assert last.startswith("run_de_en_example.sh: error: ") and expected in last, last
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [("data-bin" if old_output == "other_bpe" else "checkpoints")]
+
+
+def test_readme_job_names_the_step_that_failed_and_its_logs_last_line(tmp_path):
+    """Every step's output goes to a log; a failure used to end the job with no message at all.
+    Here the data folder says it is finished (prepare.json) but holds no data."""
+    out = tmp_path / "out"
+    (out / "data-bin").mkdir(parents=True)
+    (out / "data-bin" / "prepare.json").write_text('{"bpe_merges": 10000}')
+    proc = subprocess.run(["bash", os.path.join(ROOT, "user_dir_examples", "run_de_en_example.sh")],
+                          env=dict(ENV, OUT=str(out), VENV=sys.prefix), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("run_de_en_example.sh: error: training failed: "), last
+    assert last.endswith(f"(log: {out}/train.log)"), last

@@ -140,7 +140,8 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
            "end_to_end_sentences_per_s": 7.8, "peak_rss_mib": 4000.0, "timed_runs": 1}
     (out / "speed.json").write_text(json.dumps({"settings": {
         "fp32_matmul_precision": "highest", "decoding_dtype": "float32", "batch_size": 100, "threads": 2,
-        "device": "cpu", "host": speed_benchmark.host_name("cpu")}, "rows": [old]}))
+        "device": "cpu", "host": speed_benchmark.host_name("cpu"), "work": str(work), "data": None,
+        "fastdiss": None, "size": "small", "max_tokens": 3072}, "rows": [old]}))
     common = ["--work", str(work), "--out", str(out), "--no-train", "--train-updates", "42", "--threads", "2"]
     speed_benchmark.main(common + ["--only", "FastDiSS 5 st. (L=1)"])
     assert decoded == [("ar", "peer_ar"), ("fastdiss", "scp_mans.seed1"), ("ar", "peer_ar")]  # AR timed again
@@ -169,6 +170,15 @@ def test_only_needs_the_checkpoints_of_the_rows_it_measures(monkeypatch, tmp_pat
     speed_benchmark.main(common + ["--only", "CMLM 10 it."])
     assert [r["config"] for r in json.load(open(out / "speed.json"))["rows"]] == ["AR beam 5", "CMLM 10 it."]
     assert "Kept from" not in (out / "speed.md").read_text()
+    # nor does one of other data or checkpoints, or of models of another size or batch
+    speed_benchmark.main(common + ["--only", "AR beam 5"])
+    kept = json.load(open(out / "speed.json"))
+    kept["rows"].append(dict(kept["rows"][0], config="CMLM 10 it."))
+    for key, other in (("data", "/other/data-bin"), ("fastdiss", "/other/ckpt.pt"), ("size", "iwslt"),
+                       ("max_tokens", 16384)):
+        (out / "speed.json").write_text(json.dumps(dict(kept, settings=dict(kept["settings"], **{key: other}))))
+        speed_benchmark.main(common + ["--only", "AR beam 5"])
+        assert [r["config"] for r in json.load(open(out / "speed.json"))["rows"]] == ["AR beam 5"], key
 
 
 def test_the_reference_row_is_timed_again_at_the_end_and_the_drift_reported(monkeypatch, tmp_path):

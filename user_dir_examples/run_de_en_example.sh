@@ -43,6 +43,17 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(nproc)}"
 mkdir -p "$OUT"
 start=$(date +%s)
 
+# A step whose output goes to a log: on failure, say which and show the log's last line (set -e
+# alone would end the script without a word).
+run_logged() {
+    local what="$1" log="$2"
+    shift 2
+    if ! "$@" > "$log" 2>&1; then
+        echo "run_de_en_example.sh: error: $what failed: $(tail -n 1 "$log") (log: $log)" >&2
+        exit 1
+    fi
+}
+
 # An output folder from a version of this script with another vocabulary would resume its old
 # checkpoint on its old data and print that run's scores again: refuse it before any work.
 if [ -f "$DATA/prepare.json" ] && ! python -c "import json, sys; sys.exit(json.load(open(sys.argv[1]))['bpe_merges'] != $BPE_MERGES)" "$DATA/prepare.json"; then
@@ -56,14 +67,18 @@ if [ -f "$CKPT/checkpoint_last.pt" ] && ! python -c "import sys; from fastdiss_f
     echo "run_de_en_example.sh: error: $CKPT/checkpoint_last.pt was trained without --amp by an older version of this script; remove $OUT or set OUT to a new folder" >&2
     exit 1
 fi
-if [ ! -f "$DATA/dict.en.txt" ]; then
+# prepare.json is written last: without it, a preprocessing was cut short (fairseq-preprocess
+# refuses to write over its dictionaries, so what it left goes first)
+if [ ! -f "$DATA/prepare.json" ]; then
     echo "== preprocessing the bundled slice"
-    python "$ROOT/preprocess/prepare_parallel.py" --raw "$ROOT/user_dir_examples/data/de-en" \
-        --src de --tgt en --bpe-merges "$BPE_MERGES" --out "$DATA" --workers "$(nproc)" > "$OUT/preprocess.log" 2>&1
+    rm -rf "$DATA"
+    run_logged preprocessing "$OUT/preprocess.log" \
+        python "$ROOT/preprocess/prepare_parallel.py" --raw "$ROOT/user_dir_examples/data/de-en" \
+        --src de --tgt en --bpe-merges "$BPE_MERGES" --out "$DATA" --workers "$(nproc)"
 fi
 
 echo "== training for $TRAIN_MINUTES minutes (log: $OUT/train.log)"
-fairseq-train "$DATA" --user-dir "$USER_DIR" \
+run_logged training "$OUT/train.log" fairseq-train "$DATA" --user-dir "$USER_DIR" \
     --task fastdiss_translation --arch fastdiss_small --encoder-layers 2 --decoder-layers 2 \
     --criterion fastdiss_loss --scp --mans --t-min 0.5 \
     --fp32-matmul-precision medium --amp \
@@ -73,7 +88,7 @@ fairseq-train "$DATA" --user-dir "$USER_DIR" \
     --warmup-updates 200 --clip-norm 1.0 --max-tokens 6144 --dropout 0.0 --seed 1 --cpu --num-workers 0 \
     --stop-time-hours "$(python -c "print($TRAIN_MINUTES / 60)")" --disable-validation \
     --save-dir "$CKPT" --no-epoch-checkpoints --save-interval-updates 200 --keep-interval-updates 1 \
-    --log-format simple --log-interval 50 > "$OUT/train.log" 2>&1
+    --log-format simple --log-interval 50
 grep "| train |" "$OUT/train.log" | tail -1 || true
 
 echo "== decoding the test slice ($(wc -l < "$DATA/refs/test.en") sentences)"
