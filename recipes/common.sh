@@ -271,6 +271,35 @@ run_logged() {
     fi
 }
 
+# The training command without its budget (--max-update, --stop-time-hours), one word a line:
+# what a resumed run folder must have been trained with.
+training_identity() {
+    local skip=0 word
+    for word in "${TRAIN_CMD[@]}"; do
+        if [ "$skip" = 1 ]; then skip=0; continue; fi
+        case "$word" in
+            --max-update|--stop-time-hours) skip=1 ;;
+            *) printf '%s\n' "$word" ;;
+        esac
+    done
+}
+
+# fairseq-train resumes checkpoint_last.pt whatever trained it: another LR, batch or option would
+# continue a different run silently while the report names the new settings. So a run folder
+# keeps its training command, and a resume with another one (budget aside) is refused.
+check_resume() {
+    local kept="$OUT/train_command.txt" now="$OUT/train_command.now"
+    training_identity > "$now"
+    if [ -f "$CKPT/checkpoint_last.pt" ] && [ -f "$kept" ] && ! cmp -s "$kept" "$now"; then
+        local had now_has  # the words only one command has (diff exits 1, hence || true)
+        had="$(diff "$kept" "$now" | sed -n 's/^< //p' | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
+        now_has="$(diff "$kept" "$now" | sed -n 's/^> //p' | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
+        rm -f "$now"
+        die "OUT=$OUT holds a run trained with another command (it had: ${had:-nothing more}; now: ${now_has:-nothing more}); set OUT to a new folder or remove $CKPT"
+    fi
+    mv "$now" "$kept"
+}
+
 run_recipe() {
     apply_defaults
     check_knobs
@@ -278,6 +307,9 @@ run_recipe() {
     # prepare.json is written last by preprocess/: without it the data are absent or half made.
     if [ ! -f "$DATA/prepare.json" ]; then
         need_prepare=1
+    elif [ "${SMOKE:-0}" != 1 ] && grep -q '"raw": ".*/smoke-raw"' "$DATA/prepare.json"; then
+        # SMOKE=1 with an explicit DATA writes its 300-pair slice there
+        die "DATA=$DATA holds a SMOKE=1 slice (its prepare.json says so); remove it or set DATA to the real data"
     fi
     if [ "$need_prepare" = 1 ]; then
         prepare_command
@@ -309,6 +341,7 @@ run_recipe() {
     [ -f "$DATA/dict.$SRC.txt" ] || die "DATA=$DATA has no dict.$SRC.txt: not binarized data for $SRC-$TGT"
     [ -f "$DATA/refs/$GEN_SUBSET.$TGT" ] || die "DATA=$DATA has no refs/$GEN_SUBSET.$TGT (the raw references that preprocess/ writes)"
 
+    check_resume
     echo "== training $ARCH: $NGPU GPU(s), $TOKENS_PER_DEVICE tokens x $UPDATE_FREQ, up to $MAX_UPDATE updates${TRAIN_MINUTES:+ or $TRAIN_MINUTES minutes} (log: $OUT/train.log)"
     t0=$SECONDS
     run_logged "fairseq-train" "$OUT/train.log" "${TRAIN_CMD[@]}"

@@ -109,6 +109,17 @@ def test_translation_detokenizes_hypotheses_not_references(de_en_run):
     assert any(" ," in t or " ." in t for t in targets), "T-lines should be tokenized"
 
 
+def test_a_run_folder_is_resumed_only_with_its_training_command(de_en_run):
+    """fairseq-train resumes checkpoint_last.pt whatever trained it: a rerun into the same OUT with
+    another training option is refused in one line, and a smoke slice is never taken for real data."""
+    proc = run_recipe("de_en_cpu", SMOKE=1, OUT=de_en_run, EXTRA_TRAIN_ARGS="--lr 0.5")
+    assert proc.returncode != 0, proc.stdout[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert f"OUT={de_en_run} holds a run trained with another command" in last and "now: --lr 0.5)" in last, last
+    proc = run_recipe("de_en_cpu", OUT=de_en_run / "real", DATA=de_en_run / "data-bin")
+    assert proc.returncode != 0 and "holds a SMOKE=1 slice" in proc.stderr.strip().splitlines()[-1], proc.stderr
+
+
 def test_summarization_recipe_end_to_end(summ_run):
     report, md = load_results(summ_run)
     assert report["kind"] == "summarization"
