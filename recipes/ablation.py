@@ -531,6 +531,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What the data-bin, the warm start and every variant of a --work folder were made from. They are
+# reused by later runs (the checkpoint checks compare only the criterion's settings and --amp), so
+# another slice, vocabulary, model or batch would be reused silently while the report printed the
+# new settings.
+WORK_IDENTITY = ("raw", "max_words", "bpe_merges", "arch", "max_tokens")
+
+
+def check_work_identity(args):
+    """Refuse a --work folder made with other data or model settings; record them in a new one."""
+    path = os.path.join(args.work, "run.json")
+    now = {k: os.path.realpath(args.raw) if k == "raw" else getattr(args, k) for k in WORK_IDENTITY}
+    if os.path.exists(path):
+        with open(path) as f:
+            kept = json.load(f)
+        changed = [f"--{k.replace('_', '-')} {kept.get(k)} -> {now[k]}" for k in WORK_IDENTITY if kept.get(k) != now[k]]
+        if changed:
+            sys.exit(f"ablation: error: --work {args.work} was made with other settings ({'; '.join(changed)}); "
+                     "use another --work or the same settings")
+    with open(path, "w") as f:
+        json.dump(now, f, indent=2)
+
+
 def main(argv=None):
     # the command as given, for the report (options like --quick rewrite args below)
     command = shlex.join(["python", "recipes/ablation.py", *(sys.argv[1:] if argv is None else argv)])
@@ -563,6 +585,7 @@ def main(argv=None):
         if k < 1:
             sys.exit(f"ablation: error: --steps must be >= 1, got {k}")
     os.makedirs(args.work, exist_ok=True)
+    check_work_identity(args)
     os.makedirs(args.out, exist_ok=True)
     start = time.time()
     decode_extra, tag = (("--no-clamping",), ".noclamp") if args.no_clamping else ((), "")

@@ -351,3 +351,20 @@ def test_amp_reaches_every_training_and_binds_the_run_folder(tiny_model, tmp_pat
     monkeypatch.setattr(ablation, "criterion_changes", lambda path, flags: "")
     with pytest.raises(SystemExit, match=r"was trained with other settings \(--amp off -> on\); pass another --work"):
         ablation.main(["--warm-updates", "30", "--work", str(tmp_path), "--out", str(tmp_path / "out")])
+
+
+def test_a_work_folder_made_from_other_data_or_model_settings_is_refused(tmp_path):
+    """The data-bin, warm start and variants of --work are reused by a later run; one with another
+    slice, vocabulary, architecture or batch must not reuse them under its own settings."""
+    work = tmp_path / "work"
+    work.mkdir()
+    ablation.check_work_identity(ablation.build_parser().parse_args(["--work", str(work)]))
+    kept = json.loads((work / "run.json").read_text())
+    assert kept["bpe_merges"] == 6000 and kept["arch"] == "fastdiss_small"
+    ablation.check_work_identity(ablation.build_parser().parse_args(["--work", str(work)]))  # the same: fine
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "recipes", "ablation.py"), "--work", str(work),
+                           "--bpe-merges", "8000", "--max-tokens", "4096", "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and proc.stderr.strip() == (
+        f"ablation: error: --work {work} was made with other settings (--bpe-merges 6000 -> 8000; "
+        "--max-tokens 3072 -> 4096); use another --work or the same settings"), proc.stderr
