@@ -1,7 +1,9 @@
 """FastDiSS for fairseq: few-step continuous diffusion for sequence-to-sequence generation.
 
 Install (CPU machine, Python 3.11 or 3.12, from this folder):
-    pip install torch==2.13.0 && pip install -e .
+    pip install torch --index-url https://download.pytorch.org/whl/cpu && pip install -e .
+(PyPI's own torch for Linux is a CUDA build of several GB; on this project's development
+machines `pip install torch==2.13.0` finds a CPU build on local disk.)
 On a GPU machine install the torch build that matches its CUDA first, then `pip install -e .`.
 `bash scripts/setup_env.sh` does the CPU variant in a fresh virtual environment.
 """
