@@ -117,10 +117,8 @@ def build_report(run_dir: str, recipe: str, kind: str, refs_path: str, steps: Li
         raise ReportError(f"unknown kind {kind!r} (one of {', '.join(KINDS)})")
     if not os.path.exists(refs_path):
         raise ReportError(f"no reference file {refs_path}")
-    refs = read_refs(refs_path)
     lowercased = data_was_lowercased(data_dir)
-    if lowercased:
-        refs = [line.lower() for line in refs]
+    refs = read_refs(refs_path, lowercase=lowercased)
     report = {
         "recipe": recipe,
         "kind": kind,

@@ -82,9 +82,10 @@ def rouge(hyps: List[str], refs: List[str]) -> Dict[str, float]:
     return {k: 100.0 * v / max(len(hyps), 1) for k, v in totals.items()}
 
 
-def read_refs(path: str) -> List[str]:
+def read_refs(path: str, lowercase: bool = False) -> List[str]:
+    """The raw references, one a line; lowercase for data lowercased in preprocessing (IWSLT14)."""
     with open(path, encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in f]
+        return [line.rstrip("\n").lower() if lowercase else line.rstrip("\n") for line in f]
 
 
 def score_generate_output(text: str, refs: List[str], with_rouge: bool = False,
@@ -119,9 +120,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     try:
         text = sys.stdin.read() if args.generate_output == "-" else open(args.generate_output, encoding="utf-8").read()
-        refs = read_refs(args.refs)
-        if args.lowercase_refs:
-            refs = [line.lower() for line in refs]
+        refs = read_refs(args.refs, lowercase=args.lowercase_refs)
         scores = score_generate_output(text, refs, args.rouge, args.detok_lang)
     except (OSError, ValueError) as e:
         sys.exit(f"fastdiss-score: error: {e}")

@@ -185,9 +185,8 @@ def main(argv=None) -> None:
     from .scoring import read_refs, sacrebleu_detok
 
     try:
-        refs = read_refs(args.refs)
-        if data_was_lowercased(args.data):  # IWSLT14: the model writes lowercase, as the recipes score
-            refs = [line.lower() for line in refs]
+        # IWSLT14: the model writes lowercase, as the recipes score it
+        refs = read_refs(args.refs, lowercase=data_was_lowercased(args.data))
         sweep = Sweep(args)
         if len(refs) != len(sweep.dataset):
             raise FastDiSSError(f"{args.refs} has {len(refs)} lines but subset '{args.subset}' has "
