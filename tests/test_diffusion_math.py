@@ -110,18 +110,21 @@ def test_q_sample_per_token_times():
 
 @pytest.mark.parametrize("mode", ["uniform", "fixed"])
 def test_scp_always_conditions_above_the_trained_level(mode):
+    torch.manual_seed(0)
     t = torch.rand(64, 7)
     tp = perturbed_time(t, 0.3, mode)
     assert tp.shape == t.shape
     assert torch.all(tp >= t) and torch.all(tp <= 1.0)
     assert torch.all(tp - t <= 0.3 + 1e-6)
-    # one delta per sentence, shared by its tokens (unless clipped at 1)
-    gap = (tp - t)[t < 0.7].view(-1)
-    assert gap.numel() > 0
+    assert torch.any(tp == 1.0), "levels near 1 are clipped to it"
+    # one delta per sentence, shared by its tokens: below 0.7 nothing is clipped
+    t = torch.rand(64, 7) * 0.7
+    gap = perturbed_time(t, 0.3, mode) - t
+    assert torch.allclose(gap, gap[:, :1].expand_as(gap), atol=1e-6)
     if mode == "fixed":
         assert torch.allclose(gap, torch.full_like(gap, 0.3), atol=1e-6)
     else:
-        assert (tp - t).std() > 0
+        assert gap[:, 0].std() > 0, "uniform: the delta differs between sentences"
 
 
 def test_scp_rejects_out_of_range_gap():
@@ -160,7 +163,8 @@ def test_mans_single_token_sentence_is_neutral():
     assert r[0, 0] == 0.5
 
 
-def test_mans_off_and_zero_strength_are_identity():
+def test_mans_zero_strength_is_identity():
+    torch.manual_seed(0)
     t = torch.rand(5)
     r = torch.rand(5, 6)
     assert torch.allclose(model_aware_time(t, r, 0.0, 0.0), t[:, None].expand(5, 6))
@@ -224,6 +228,8 @@ def test_scp_estimate_is_made_above_the_trained_level():
         (t_sc, _, _), (t_train, _, _) = rec.calls
         assert torch.all(t_sc >= t_train) and torch.any(t_sc > t_train)
         assert torch.allclose(out.t_sc, t_sc)
+        gap = out.t_sc - out.t_theta
+        assert torch.all(gap <= 0.4 + 1e-6) and torch.all(out.t_sc <= 1), "t' - t within delta_max"
 
 
 def test_scp_chain_self_conditions_the_scp_estimate_from_a_noisier_level():
@@ -263,6 +269,61 @@ def test_mans_sentence_granularity_keeps_one_level_per_sentence():
     assert (out.t_theta - out.t[:, None]).abs().sum() > 0
     assert torch.allclose(out.t_sc, out.t_sc[:, :1].expand(6, 5))
     assert torch.all(out.t_sc >= out.t_theta)
+
+
+class KnownErrorDenoiser:
+    """Returns z_0 plus a known error per position, so MANS's confidence ranking is known: the
+    smaller the error, the more confident the model."""
+
+    def __init__(self, z0, error):
+        self.z0, self.error = z0, error
+
+    def __call__(self, z_t, z_sc, t):
+        return self.z0 + self.error[..., None]
+
+
+@pytest.mark.parametrize("granularity", ["token", "sentence"])
+def test_mans_pass_noises_the_most_confident_most_by_lambda(granularity):
+    """t_theta = t + lambda (1 - t) r with r = 1 for the smallest error, 0 for the largest."""
+    torch.manual_seed(0)
+    z0 = normalize_embeddings(torch.randn(3, 4, 8))
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    if granularity == "token":  # token 0 has the smallest error in every sentence
+        error = torch.arange(4.0).expand(3, 4)
+        r = torch.tensor([1.0, 2 / 3, 1 / 3, 0.0]).expand(3, 4)
+    else:  # sentence 0 has the smallest error of the batch
+        error = torch.arange(3.0)[:, None].expand(3, 4)
+        r = torch.tensor([1.0, 0.5, 0.0])[:, None].expand(3, 4)
+    cfg = TrainingNoiseConfig(self_condition_prob=0.0, mans=True, mans_strength=0.6,
+                              mans_granularity=granularity)
+    out = diffusion_training_pass(KnownErrorDenoiser(z0, error), z0, mask, build_schedule("sqrt"), cfg)
+    t = out.t[:, None]
+    assert torch.allclose(out.t_theta, t + 0.6 * (1 - t) * r, atol=1e-6)
+
+
+@pytest.mark.parametrize("granularity", ["token", "sentence"])
+def test_mans_pass_at_zero_strength_is_the_pass_without_mans(granularity):
+    base = dict(self_condition_prob=1.0, scp=True, mans_granularity=granularity)
+    a, _ = _pass(TrainingNoiseConfig(mans=True, mans_strength=0.0, **base))
+    b, _ = _pass(TrainingNoiseConfig(mans=False, **base))
+    assert torch.equal(a.t_theta, b.t_theta) and torch.equal(a.t_sc, b.t_sc)
+    assert torch.equal(a.z0_hat, b.z0_hat)
+
+
+@pytest.mark.parametrize("fresh_noise", [True, False])
+def test_scp_estimate_noise_is_fresh_unless_shared(fresh_noise):
+    """--scp-shared-noise builds z_{t'} from the trained latent's eps; by default it is a new draw."""
+    torch.manual_seed(1)
+    z0 = normalize_embeddings(torch.randn(6, 5, 8))
+    mask = torch.ones(6, 5, dtype=torch.bool)
+    rec = InputRecordingDenoiser()
+    s = build_schedule("sqrt")
+    cfg = TrainingNoiseConfig(self_condition_prob=1.0, scp=True, scp_fresh_noise=fresh_noise)
+    out = diffusion_training_pass(rec, z0, mask, s, cfg)
+    (t_sc, _, _), (t_theta, _, _) = rec.calls
+    eps = (rec.inputs[1] - s.alpha(t_theta)[..., None] * z0) / s.sigma(t_theta)[..., None]
+    shared = q_sample(z0, t_sc, s, eps)
+    assert torch.allclose(rec.inputs[0], shared, atol=1e-5) != fresh_noise
 
 
 def test_mans_model_time_sentence_tells_the_denoiser_one_level_a_sentence():
@@ -438,6 +499,14 @@ def test_sampler_is_deterministic_and_rejects_bad_steps():
                       clamp_fn=lambda z: table[(z @ table.t()).argmax(-1)]).logits
 
     assert torch.equal(run(), run())
+    # the generator's batch independence rests on this: noise comes in through z and
+    # step_noise only, never from the global generator
+    state = torch.get_rng_state()
+    run_once = sample(lambda a, b, t: torch.tanh(a + b), lambda z: z @ table.t(), torch.ones(2, 5, 8),
+                      build_schedule("cosine"), SamplerConfig(steps=3, update="renoise"),
+                      step_noise=torch.zeros(2, 2, 5, 8))
+    assert run_once.denoiser_calls == 3
+    assert torch.equal(torch.get_rng_state(), state)
     with pytest.raises(ValueError, match="decoding steps"):
         SamplerConfig(steps=0).validate()
 
@@ -486,7 +555,7 @@ def test_renoise_puts_each_step_on_the_forward_process_of_the_estimate_with_fres
     asked = []
     on_demand = sample(den, lambda z: z, z1, s, SamplerConfig(steps=4, update="renoise"),
                        step_noise=lambda k: asked.append(k) or step_noise[k])
-    assert asked == [0, 1, 2]
+    assert asked == [0, 1, 2] and len(seen) == 8
     assert all(torch.equal(a[0], b[0]) for a, b in zip(seen[1:4], seen[5:]))
     assert torch.equal(on_demand.z0_hat, z0)
     with pytest.raises(ValueError, match="renoise update needs step_noise with 3 draws"):
