@@ -18,10 +18,11 @@ Preparation, following examples/translation/prepare-iwslt14.sh (itself from MIXE
   * valid = every 23rd cleaned training pair (removed from train);
   * test = dev2010 + TEDX.dev2012 + tst2010 + tst2011 + tst2012 segs, concatenated in that
     order, with ’ mapped to ';
+  * no punctuation normalization on any split (the script runs none), so the tokenized test
+    references match fairseq's;
   * lowercase after tokenizing; 10,000 joint BPE merges (BPE_TOKENS=10000).
 Published split sizes: 160,239 train / 7,283 valid / 6,750 test pairs. (Our Moses is
-sacremoses with punctuation normalization, so a handful of pairs may differ at the cleaning
-step.) The binarized data serve both directions: fairseq finds train.de-en.* for en->de too.
+sacremoses, not the Perl tokenizer, so a handful of pairs may differ at the cleaning step.) The binarized data serve both directions: fairseq finds train.de-en.* for en->de too.
 
 Example:
   python preprocess/prepare_iwslt14.py --raw de-en.tgz --out data-bin/iwslt14.de-en
@@ -30,6 +31,7 @@ Example:
 import sys
 
 import common
+from fastdiss_fairseq.prepared_text import PUNCTUATION_KEEP
 
 PROG = "prepare_iwslt14"
 SRC, TGT = "de", "en"
@@ -71,7 +73,8 @@ def main(argv=None) -> None:
 
         # Clean before carving out valid, like the shell script, so valid is every 23rd *clean* pair.
         tokenize = common.prepare_parallel.tokenize
-        tok = [tokenize(side, lang, False, args.workers) for side, lang in ((de, SRC), (en, TGT))]
+        tok = [tokenize(side, lang, False, args.workers, punctuation=PUNCTUATION_KEEP)
+               for side, lang in ((de, SRC), (en, TGT))]
         keep = common.prepare_parallel.keep_pairs(*tok, args.max_tokens, args.clean_ratio)
         print(f"{len(keep)} of {len(de)} training pairs pass clean-corpus-n", flush=True)
         valid = [i for n, i in enumerate(keep, 1) if n % VALID_EVERY == 0]
@@ -89,7 +92,7 @@ def main(argv=None) -> None:
         common.write_split(args, "test", SRC, TGT, test[SRC], test[TGT])
 
     common.run_prepare_parallel(args, passthrough, SRC, TGT,
-                                ["--lowercase", "--max-tokens", str(args.max_tokens),
+                                ["--lowercase", "--normalize-punctuation", "none", "--max-tokens", str(args.max_tokens),
                                  "--clean-ratio", str(args.clean_ratio)])
 
 

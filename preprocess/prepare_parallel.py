@@ -28,7 +28,13 @@ from multiprocessing import Pool
 # The one definition of how a line is tokenized, shared with inference (--tokenizer moses on
 # data with a prepare.json) so that both tokenize alike.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from fastdiss_fairseq.prepared_text import SETTINGS_FILE, default_moses_lang, line_tokenizer  # noqa: E402
+from fastdiss_fairseq.prepared_text import (  # noqa: E402
+    NORMALIZATION_SCOPES,
+    SETTINGS_FILE,
+    default_moses_lang,
+    line_tokenizer,
+    split_punctuation,
+)
 
 SPLITS = ("train", "valid", "test")
 
@@ -61,9 +67,9 @@ def read_lines(path: str):
 _TOKENIZER = None
 
 
-def _init_tokenizer(lang: str, lowercase: bool, aggressive_dash: bool = False, pretokenized: bool = False) -> None:
+def _init_tokenizer(lang: str, lowercase: bool, aggressive_dash: bool, pretokenized: bool, punctuation: str) -> None:
     global _TOKENIZER
-    _TOKENIZER = line_tokenizer(lang, lowercase, aggressive_dash, pretokenized)
+    _TOKENIZER = line_tokenizer(lang, lowercase, aggressive_dash, pretokenized, punctuation)
 
 
 def _tokenize_chunk(lines):
@@ -71,9 +77,9 @@ def _tokenize_chunk(lines):
 
 
 def tokenize(lines, lang: str, lowercase: bool, workers: int, aggressive_dash: bool = False,
-             pretokenized: bool = False):
+             pretokenized: bool = False, punctuation: str = "normalize"):
     chunks = [lines[i:i + 2000] for i in range(0, len(lines), 2000)]
-    initargs = (lang, lowercase, aggressive_dash, pretokenized)
+    initargs = (lang, lowercase, aggressive_dash, pretokenized, punctuation)
     with Pool(workers, initializer=_init_tokenizer, initargs=initargs) as pool:
         return [line for chunk in pool.map(_tokenize_chunk, chunks) for line in chunk]
 
@@ -138,6 +144,10 @@ def main(argv=None) -> None:
                         "clean-corpus-n -ratio (0 = off)")
     p.add_argument("--aggressive-dash", action="store_true",
                    help="Moses -a: split hyphens into @-@ tokens (WMT14/WMT16 convention)")
+    p.add_argument("--normalize-punctuation", choices=NORMALIZATION_SCOPES, default="all",
+                   help="splits that get Moses's punctuation normalization: all; train only (the others "
+                        "get just U+2019 mapped to ', as fairseq's prepare-wmt14en2de.sh); none (fairseq's "
+                        "prepare-iwslt14.sh). Raw text at inference is tokenized as the test split")
     p.add_argument("--pretokenized", action="store_true",
                    help="input is already tokenized: skip Moses normalization/tokenization (Gigaword)")
     p.add_argument("--max-train", type=int, default=0, help="keep only the first N training pairs (0 = all)")
@@ -176,7 +186,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as work:
         tok = {
             s: {l: tokenize(raw[s][l], moses[l], args.lowercase, args.workers, args.aggressive_dash,
-                            args.pretokenized) for l in raw[s]}
+                            args.pretokenized, split_punctuation(args.normalize_punctuation, s))
+                for l in raw[s]}
             for s in SPLITS
         }
 

@@ -9,6 +9,8 @@ folders cannot be fetched with urllib, so --raw DIR (that folder, or a zip of it
 
 Preparation: sides named src/tgt, Moses-tokenized as English, cased (pass --lowercase to fold
 case), 10,000 joint BPE merges by default (--bpe-merges), as in DiffuSeq-derived fairseq setups.
+DiffuSeq's own figures are on lowercased text (its bert-base-uncased tokenizer): for scores
+comparable with them, pass --lowercase (the recipes' scoring then lowercases the references too).
 
 Example:
   python preprocess/prepare_qqp.py --raw datasets/QQP --out data-bin/qqp

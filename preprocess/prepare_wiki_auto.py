@@ -10,6 +10,8 @@ is required.
 
 Preparation: sides named src/tgt, Moses-tokenized as English, cased (pass --lowercase to fold
 case), 10,000 joint BPE merges by default (--bpe-merges), as in DiffuSeq-derived fairseq setups.
+DiffuSeq's own figures are on lowercased text (its bert-base-uncased tokenizer): for scores
+comparable with them, pass --lowercase (the recipes' scoring then lowercases the references too).
 
 Example:
   python preprocess/prepare_wiki_auto.py --raw datasets/WA --out data-bin/wiki_auto

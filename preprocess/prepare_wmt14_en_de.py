@@ -18,7 +18,9 @@ training data: Europarl v7 + Common Crawl + News Commentary v9, about 4.5M pairs
     ratio on BPE units, we on Moses tokens);
   * valid = newstest2013 (3,000 pairs), the usual WMT14 development set (the shell script
     instead holds out every 100th training pair; newstest2013 is what papers tune on);
-  * test = newstest2014, full version (3,003 pairs), ’ mapped to ' as in the shell script;
+  * test = newstest2014, full version (3,003 pairs); valid and test are not normalized, only
+    their ’ is mapped to ' before tokenizing, as in the shell script
+    (--normalize-punctuation train). refs/ keep the official text, as sacrebleu's wmt14/full;
   * 40,000 joint BPE merges (BPE_TOKENS=40000), cased.
 The binarized data serve both directions (fairseq finds train.en-de.* for de->en too).
 
@@ -54,19 +56,17 @@ def main(argv=None) -> None:
             train[TGT] += map(common.remove_non_printing, t)
         common.write_split(args, "train", SRC, TGT, train[SRC], train[TGT])
 
-        def segs(path):
-            return common.read_segs(path, curly_apostrophe=True)
-
         valid = common.read_parallel(raw, [f"newstest2013-src.{SRC}.sgm", f"newstest2013-ref.{SRC}.sgm"],
                                      [f"newstest2013-ref.{TGT}.sgm", f"newstest2013-src.{TGT}.sgm"],
-                                     "newstest2013", reader=segs)
+                                     "newstest2013", reader=common.read_segs)
         common.write_split(args, "valid", SRC, TGT, *valid)
         test = common.read_parallel(raw, [f"newstest2014-deen-src.{SRC}.sgm"], [f"newstest2014-deen-ref.{TGT}.sgm"],
-                                    "newstest2014", reader=segs)
+                                    "newstest2014", reader=common.read_segs)
         common.write_split(args, "test", SRC, TGT, *test)
 
     common.run_prepare_parallel(args, passthrough, SRC, TGT,
-                                ["--aggressive-dash", "--max-tokens", "250", "--clean-ratio", "1.5"])
+                                ["--aggressive-dash", "--normalize-punctuation", "train", "--max-tokens", "250",
+                                 "--clean-ratio", "1.5"])
 
 
 if __name__ == "__main__":

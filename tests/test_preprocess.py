@@ -49,6 +49,8 @@ def pack_tar(archive, files):
     with tarfile.open(archive, "w:gz") as t:
         for name, lines in files.items():
             data = "".join(line + "\n" for line in lines).encode("utf-8")
+            if name.endswith(".gz"):  # a gzipped member inside the archive
+                data = gzip.compress(data)
             info = tarfile.TarInfo(name)
             info.size = len(data)
             t.addfile(info, io.BytesIO(data))
@@ -94,6 +96,7 @@ def test_iwslt14(tmp_path):
     en = [f"This is sentence number {i} about the world." for i in range(45)]
     de[5], en[5] = "Ja.", "Yes, yes, yes, I think that this is absolutely right, my dear friend."  # ratio > 1.5
     de[9], en[9] = " ".join(["Wort"] * 180), " ".join(["word"] * 180)  # > 175 tokens
+    de[0] = "Das ist „Satz“ null – über die Welt."  # prepare-iwslt14.sh normalizes no punctuation
     files = {
         "de-en/train.tags.de-en.de": iwslt_talk("de", 1, de[:20]) + iwslt_talk("de", 2, de[20:]),
         "de-en/train.tags.de-en.en": iwslt_talk("en", 1, en[:20]) + iwslt_talk("en", 2, en[20:]),
@@ -122,6 +125,9 @@ def test_iwslt14(tmp_path):
                                      prepare_iwslt14.train_text_line(clean_en[45])]
     assert refs(out, "test.en")[:3] == ["It's TED.dev2010 0.", "It's TED.dev2010 1.", "It's TEDX.dev2012 0."]
     assert decoded(out, "train", "de-en", "en", d, 0) == "speaker 1 : a title"  # lowercased
+    train_de = [decoded(out, "train", "de-en", "de", d, i) for i in range(sizes["train"])]
+    assert "das ist „ satz “ null – über die welt ." in train_de, "punctuation kept as fairseq keeps it"
+    assert json.load(open(os.path.join(out, "prepare.json")))["normalize_punctuation"] == "none"
     assert "Ja." not in refs(out, "train.de")
 
     # a looser limit reaches the first cleaning too: the 180-token pair comes back
@@ -139,11 +145,12 @@ def test_wmt14_en_de(tmp_path):
     corpora = {"training/europarl-v7.de-en": "Europarl", "commoncrawl.de-en": "Crawl",
                "training/news-commentary-v9.de-en": "Commentary"}
     for path, name in corpora.items():
-        en = [f"{name} sentence {i} is state-of-the-art." for i in range(8)]
+        en = [f"{name} sentence {i} is state-of-the-art’s." for i in range(8)]
         de = [f"{name} Satz {i} ist auf dem neuesten Stand der Technik." for i in range(8)]
         if name == "Commentary":
             en[3], de[3] = "Yes.", "Ja, ja, ja, das ist ganz und gar richtig, mein lieber Freund."  # ratio > 1.5
             en[4] = en[4].replace("is ", "is\u0007")  # remove-non-printing-char makes it a space
+            de[5] = "Commentary „Satz“ 5 ist auf dem neuesten Stand der Technik."  # normalized: „ -> "
         if name == "Crawl":  # shipped still packed, as downloaded
             pack_tar(raw / "training-parallel-commoncrawl.tgz", {f"{path}.en": en, f"{path}.de": de})
         else:
@@ -152,7 +159,7 @@ def test_wmt14_en_de(tmp_path):
     write(raw / "dev/newstest2013-src.en.sgm", sgm("src", "en", [f"Dev {i}." for i in range(3)]))
     write(raw / "dev/newstest2013-ref.de.sgm", sgm("ref", "de", [f"Entw {i}." for i in range(3)]))
     write(raw / "test-full/newstest2014-deen-src.en.sgm", sgm("src", "en", [f"Test {i}’s." for i in range(4)]))
-    write(raw / "test-full/newstest2014-deen-ref.de.sgm", sgm("ref", "de", [f"Prüfung {i}." for i in range(4)]))
+    write(raw / "test-full/newstest2014-deen-ref.de.sgm", sgm("ref", "de", [f"Prüfung „{i}“." for i in range(4)]))
     write(raw / "test-full/newstest2014-deen-src.de.sgm", sgm("src", "de", ["Falsche Richtung."]))
 
     out = str(tmp_path / "bin")
@@ -161,8 +168,14 @@ def test_wmt14_en_de(tmp_path):
     sizes, d = loaded(out, "en", "de")
     assert sizes == {"train": 23, "valid": 3, "test": 4}
     assert d.index("@-@") != d.unk()  # Moses -a
-    assert "Commentary sentence 4 is state-of-the-art." in refs(out, "train.en")
-    assert refs(out, "test.en")[0] == "Test 0's."
+    assert "Commentary sentence 4 is state-of-the-art’s." in refs(out, "train.en")
+    # the test set is not normalized, only its ’ mapped, as fairseq's script does; its references
+    # keep the official text, as sacrebleu's wmt14/full
+    assert refs(out, "test.en")[0] == "Test 0’s." and refs(out, "test.de")[0] == "Prüfung „0“."
+    assert decoded(out, "test", "en-de", "en", d, 0).endswith(" 's .")  # ’ mapped
+    assert '"' not in decoded(out, "test", "en-de", "de", d, 0)  # „ “ kept (<unk> here), not made "
+    train_de = [decoded(out, "train", "en-de", "de", d, i) for i in range(sizes["train"])]
+    assert 'Commentary " Satz " 5 ist auf dem neuesten Stand der Technik .' in train_de
     assert "Yes." not in refs(out, "train.en")
 
 
@@ -239,8 +252,9 @@ def gigaword_pairs(n, unk):
 @pytest.mark.parametrize("layout", ["sumdata", "org_data"])
 def test_gigaword(tmp_path, layout):
     train, valid, test = gigaword_pairs(30, "<unk>"), gigaword_pairs(4, "<unk>"), gigaword_pairs(5, "UNK")
-    if layout == "sumdata":  # the harvardnlp archive, with the DUC sets that share file names
-        files = {"sumdata/train/train.article.txt": train[0], "sumdata/train/train.title.txt": train[1],
+    if layout == "sumdata":  # the harvardnlp archive (train gzipped inside it), with the DUC sets
+        # that share file names
+        files = {"sumdata/train/train.article.txt.gz": train[0], "sumdata/train/train.title.txt.gz": train[1],
                  "sumdata/train/valid.article.filter.txt": valid[0], "sumdata/train/valid.title.filter.txt": valid[1],
                  "sumdata/Giga/input.txt": test[0], "sumdata/Giga/task1_ref0.txt": test[1],
                  "sumdata/DUC2004/input.txt": ["duc article"]}
@@ -354,3 +368,9 @@ def test_the_inference_tokenizer_follows_the_datas_prepare_settings():
     assert PreparedTextTokenizer({}, "src", "tgt").source_moses_lang == "en"  # an older prepare.json
     assert PreparedTextTokenizer({"aggressive_dash": True}, "en", "de").encode("well-known") == "well @-@ known"
     assert PreparedTextTokenizer({"pretokenized": True}, "en", "en").encode(" it 's  # . ## ") == "it 's # . ##"
+    # raw text is tokenized as the test split was: normalized, only ’ mapped, or kept
+    text = "He said “yes” – it’s fine."
+    for scope, expect in (("all", 'He said " yes " - it \'s fine .'), ("train", "He said “ yes ” – it 's fine ."),
+                          ("none", "He said “ yes ” – it ’ s fine .")):
+        assert PreparedTextTokenizer({"normalize_punctuation": scope}, "en", "de").encode(text) == expect, scope
+    assert PreparedTextTokenizer({}, "en", "de").encode(text) == 'He said " yes " - it \'s fine .'  # older files
