@@ -47,6 +47,7 @@ setup(
         "console_scripts": [
             "fastdiss-score=fastdiss_fairseq.scoring:main",
             "fastdiss-step-sweep=fastdiss_fairseq.step_sweep:main",
+            "fastdiss-options=fastdiss_fairseq.list_options:main",
         ]
     },
     classifiers=[

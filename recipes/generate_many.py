@@ -26,6 +26,9 @@ FORMAT = "%(asctime)s | %(levelname)s | %(name)s | %(message)s"  # fairseq-gener
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if argv in (["-h"], ["--help"]):
+        print(f"usage: generate_many.py SPEC.json\n\n{__doc__.strip()}")
+        return
     if len(argv) != 1:
         sys.exit("usage: generate_many.py SPEC.json")
     with open(argv[0], encoding="utf-8") as f:

@@ -265,22 +265,49 @@ def test_generator_profile_splits_wall_time_into_model_passes_and_the_rest(tiny_
     assert "| **everything else** |" in proc.stdout
 
 
+def test_plugin_options_are_listed_where_fairseqs_help_cannot_show_them():
+    """fairseq-train --help exits before the task, criterion and model add their options;
+    fastdiss-options lists exactly the plugin's own, with their defaults."""
+    proc = subprocess.run([sys.executable, "-m", "fastdiss_fairseq.list_options"], capture_output=True,
+                          text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    sections = re.split(r"^(task|criterion|model) \S+ .*:$", proc.stdout, flags=re.M)
+    own = dict(zip(sections[1::2], sections[2::2]))
+    assert set(own) == {"task", "criterion", "model"}
+    for section, option in (("task", "--decoding-steps"), ("task", "--sampler-update"), ("criterion", "--scp"),
+                            ("criterion", "--mans-strength"), ("model", "--noise-schedule")):
+        assert re.search(rf"^  {option}\b", own[section], flags=re.M), (section, option)
+    mans_strength = own["criterion"].split("--mans-strength")[1].split("--mans-measure")[0]
+    assert "(default: 0.25)" in " ".join(mans_strength.split())
+    for inherited in ("--max-tokens", "--arch", "--seed", "--eval-bleu", "--encoder-layers", "--source-lang"):
+        assert not re.search(rf"^  {inherited}\b", proc.stdout, flags=re.M), inherited
+
+
 def test_hub_keeps_the_callers_process_settings_unless_asked(model_dir):
     """Loading from Python must not switch the caller's process to bf16 matmuls or flip the
     denormal mode behind their back; asking for it by keyword does."""
     import torch
     from fastdiss_fairseq.models.fastdiss_transformer import FastDiSSTransformerModel
 
+    def denormals_flushed():  # torch has no getter; a denormal times one is zero when flushed
+        return (torch.tensor([1e-39]) * torch.tensor([1.0])).item() == 0.0
+
     before = torch.get_float32_matmul_precision()
     flash = torch.backends.cuda.flash_sdp_enabled()
+    flushed = denormals_flushed()
     try:
+        torch.set_flush_denormal(False)  # whatever tests before this one did to the process
         FastDiSSTransformerModel.from_pretrained(str(model_dir), source_lang="de", target_lang="en")
         assert torch.get_float32_matmul_precision() == before
+        assert not denormals_flushed()
+        assert torch.backends.cuda.flash_sdp_enabled() == flash
         FastDiSSTransformerModel.from_pretrained(str(model_dir), source_lang="de", target_lang="en",
-                                                 fp32_matmul_precision="medium")
+                                                 fp32_matmul_precision="medium", no_cpu_tuning=False)
         assert torch.get_float32_matmul_precision() == "medium"
+        assert denormals_flushed()
     finally:
         torch.set_float32_matmul_precision(before)
+        torch.set_flush_denormal(flushed)
         torch.backends.cuda.enable_flash_sdp(flash)
 
 
