@@ -6,7 +6,7 @@ criterion `fastdiss_loss`.
 """
 
 from . import checkpoint_compat  # noqa: F401  (must precede any checkpoint load)
-from . import atomic_checkpoint, clean_exit, errors, interactive_input, resume_check
+from . import atomic_checkpoint, clean_exit, errors, hydra_noise, interactive_input, resume_check
 from . import criterions, models, tasks  # noqa: F401
 
 # What importing the plugin changes in fairseq, and why (each module's docstring says more):
@@ -15,5 +15,6 @@ atomic_checkpoint.install()  # checkpoints are written atomically, never with Na
 resume_check.install()  # resuming with changed SCP/MANS/loss options logs a warning
 interactive_input.install()  # fairseq-interactive: non-UTF-8 input is replaced, not fatal
 clean_exit.install()  # fairseq-train stopped mid-epoch exits 0, not SIGABRT (prefetch thread)
+hydra_noise.install()  # no hydra deprecation warnings burying the one-line errors
 
 __version__ = "0.1.0"

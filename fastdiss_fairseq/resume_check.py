@@ -4,7 +4,8 @@ Resuming with other SCP/MANS settings is allowed (e.g. switching MANS on for the
 a run), but it should never happen unnoticed. fairseq gives the task no hook on resume: the
 trainer reads the checkpoint in Trainer.load_checkpoint and keeps its stored cfg to itself,
 and a criterion without parameters is not even handed its state. So importing the plugin
-wraps Trainer.load_checkpoint: before fairseq loads the file, the stored criterion cfg is
+wraps Trainer.load_checkpoint: once fairseq has loaded the file (a resume it refuses, e.g.
+into another model, ends with its one-line error and no warning), the stored criterion cfg is
 read (a memory-mapped load: the weights are not read twice) and compared with the current
 one, and the differences are logged as one warning on the first data-parallel rank:
 
@@ -101,9 +102,10 @@ def warn_if_criterion_changed(filename: str, current_cfg) -> None:
 
 
 def load_checkpoint(self, filename, *args, **kwargs):
+    extra_state = _fairseq_load_checkpoint(self, filename, *args, **kwargs)
     if self.data_parallel_rank == 0:
         warn_if_criterion_changed(filename, getattr(self.cfg, "criterion", None))
-    return _fairseq_load_checkpoint(self, filename, *args, **kwargs)
+    return extra_state
 
 
 load_checkpoint.fairseq_original = _fairseq_load_checkpoint
