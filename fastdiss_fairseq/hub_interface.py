@@ -81,7 +81,7 @@ def from_pretrained(model_name_or_path: str, checkpoint_file: str = "checkpoint_
     data_name_or_path: the folder with dict.*.txt, relative to it when it starts with '.';
     bpe / bpe_codes: the BPE (by default subword-nmt with the folder's `bpecodes`);
     tokenizer: 'moses' (its languages are the model's; with the data folder's prepare.json in the
-        folder, text is tokenized exactly as the training data were) or None for pre-tokenized text;
+        folder, text is tokenized exactly as the data's test split was) or None for pre-tokenized text;
     kwargs: overrides of the checkpoint's options, e.g. decoding_steps=3, length_beam=3, cpu=True,
         fp32_matmul_precision="medium" (default: the process's current precision, no CPU tuning).
     """

@@ -288,7 +288,7 @@ class FastDiSSTranslationTask(TranslationTask):
                         "splits) apply; they must be the ones the training data were tokenized with",
                         SETTINGS_FILE, data_dir)
             return tokenizer
-        logger.info("--tokenizer moses: tokenizing as %s says the data were: %s",
+        logger.info("--tokenizer moses: tokenizing as %s says the test split was: %s",
                     os.path.join(data_dir, SETTINGS_FILE), prepared.describe())
         return prepared
 
