@@ -63,7 +63,7 @@ def options_parser() -> argparse.ArgumentParser:
         for action in _own_actions(own, inherited):
             # help texts hold literal % signs ("10 %"), which argparse would read as formats
             action.help = (action.help or "").replace("%", "%%")
-            shown = action.default is not None and action.default is not False and action.default != argparse.SUPPRESS
+            shown = action.default not in (None, argparse.SUPPRESS) and action.default is not False
             if shown and "(default" not in action.help:
                 action.help += " (default: %(default)s)"
             group._add_action(action)  # what argparse's parents= does, one group per section

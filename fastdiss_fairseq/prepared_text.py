@@ -3,9 +3,10 @@
 prepare_parallel.py normalizes punctuation (on every split, on train only, or nowhere:
 --normalize-punctuation), Moses-tokenizes without HTML escaping and (unless --aggressive-dash)
 without dash splits, may lowercase (IWSLT14), and writes these settings to DATA/prepare.json.
-Raw text at inference is tokenized as the test split was. fairseq's own `--tokenizer moses` escapes (don't -> don &apos;t), splits
-dashes (well-known -> well @-@ known), normalizes nothing and never lowercases: text it
-tokenizes at inference holds tokens the model never saw in training, and the Moses language
+Raw text at inference is tokenized as the test split was. fairseq's own `--tokenizer moses`
+escapes (don't -> don &apos;t), splits dashes (well-known -> well @-@ known), normalizes nothing
+and never lowercases: text it tokenizes at inference holds tokens the model never saw in
+training, and the Moses language
 of src/tgt data (QQP, Wiki-Auto) would be "src" or "tgt". So wherever the data folder holds a
 prepare.json, `--tokenizer moses` (fairseq-interactive, fairseq-generate, the hub interface)
 tokenizes with this module instead, and preprocess/distill.py feeds its teacher the same way.
@@ -30,7 +31,8 @@ PUNCTUATION_KEEP = "keep"  # nothing
 def split_punctuation(scope: str, split: str) -> str:
     """What one split's lines get under --normalize-punctuation scope."""
     if scope not in NORMALIZATION_SCOPES:
-        raise ValueError(f"unknown punctuation normalization scope {scope!r}; choose one of {NORMALIZATION_SCOPES}")
+        raise ValueError(f"unknown punctuation normalization scope {scope!r}; "
+                         f"choose one of {NORMALIZATION_SCOPES}")
     if scope == "all" or (scope == "train" and split == "train"):
         return PUNCTUATION_NORMALIZE
     return PUNCTUATION_APOSTROPHE if scope == "train" else PUNCTUATION_KEEP

@@ -22,7 +22,8 @@ Preparation, following examples/translation/prepare-iwslt14.sh (itself from MIXE
     references match fairseq's;
   * lowercase after tokenizing; 10,000 joint BPE merges (BPE_TOKENS=10000).
 Published split sizes: 160,239 train / 7,283 valid / 6,750 test pairs. (Our Moses is
-sacremoses, not the Perl tokenizer, so a handful of pairs may differ at the cleaning step.) The binarized data serve both directions: fairseq finds train.de-en.* for en->de too.
+sacremoses, not the Perl tokenizer, so a handful of pairs may differ at the cleaning step.)
+The binarized data serve both directions: fairseq finds train.de-en.* for en->de too.
 
 Example:
   python preprocess/prepare_iwslt14.py --raw de-en.tgz --out data-bin/iwslt14.de-en
@@ -92,8 +93,8 @@ def main(argv=None) -> None:
         common.write_split(args, "test", SRC, TGT, test[SRC], test[TGT])
 
     common.run_prepare_parallel(args, passthrough, SRC, TGT,
-                                ["--lowercase", "--normalize-punctuation", "none", "--max-tokens", str(args.max_tokens),
-                                 "--clean-ratio", str(args.clean_ratio)])
+                                ["--lowercase", "--normalize-punctuation", "none",
+                                 "--max-tokens", str(args.max_tokens), "--clean-ratio", str(args.clean_ratio)])
 
 
 if __name__ == "__main__":

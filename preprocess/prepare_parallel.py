@@ -30,6 +30,7 @@ from multiprocessing import Pool
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from fastdiss_fairseq.prepared_text import (  # noqa: E402
     NORMALIZATION_SCOPES,
+    PUNCTUATION_NORMALIZE,
     SETTINGS_FILE,
     default_moses_lang,
     line_tokenizer,
@@ -77,7 +78,7 @@ def _tokenize_chunk(lines):
 
 
 def tokenize(lines, lang: str, lowercase: bool, workers: int, aggressive_dash: bool = False,
-             pretokenized: bool = False, punctuation: str = "normalize"):
+             pretokenized: bool = False, punctuation: str = PUNCTUATION_NORMALIZE):
     chunks = [lines[i:i + 2000] for i in range(0, len(lines), 2000)]
     initargs = (lang, lowercase, aggressive_dash, pretokenized, punctuation)
     with Pool(workers, initializer=_init_tokenizer, initargs=initargs) as pool:
