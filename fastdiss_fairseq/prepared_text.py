@@ -6,10 +6,10 @@ without dash splits, may lowercase (IWSLT14), and writes these settings to DATA/
 Raw text at inference is tokenized as the test split was. fairseq's own `--tokenizer moses`
 escapes (don't -> don &apos;t), splits dashes (well-known -> well @-@ known), normalizes nothing
 and never lowercases: text it tokenizes at inference holds tokens the model never saw in
-training, and the Moses language
-of src/tgt data (QQP, Wiki-Auto) would be "src" or "tgt". So wherever the data folder holds a
-prepare.json, `--tokenizer moses` (fairseq-interactive, fairseq-generate, the hub interface)
-tokenizes with this module instead, and preprocess/distill.py feeds its teacher the same way.
+training, and the Moses language of src/tgt data (QQP, Wiki-Auto) would be "src" or "tgt". So
+wherever the data folder holds a prepare.json, `--tokenizer moses` (fairseq-interactive,
+fairseq-generate, the hub interface) tokenizes with this module instead, and
+preprocess/distill.py feeds its teacher the same way.
 """
 
 import json

@@ -32,7 +32,7 @@ Example:
 import sys
 
 import common
-from fastdiss_fairseq.prepared_text import PUNCTUATION_KEEP
+from fastdiss_fairseq.prepared_text import split_punctuation
 
 PROG = "prepare_iwslt14"
 SRC, TGT = "de", "en"
@@ -43,6 +43,7 @@ DROP_TAGS = ("<url>", "<talkid>", "<keywords>", "<speaker>", "<reviewer", "<tran
 STRIP_TAGS = ("<title>", "</title>", "<description>", "</description>")
 TEST_SETS = ("TED.dev2010", "TEDX.dev2012", "TED.tst2010", "TED.tst2011", "TED.tst2012")
 MAX_TOKENS, CLEAN_RATIO, VALID_EVERY = 175, 1.5, 23
+NORMALIZE_PUNCTUATION = "none"  # both cleaning passes tokenize alike
 
 
 def train_text_line(line: str):
@@ -74,7 +75,8 @@ def main(argv=None) -> None:
 
         # Clean before carving out valid, like the shell script, so valid is every 23rd *clean* pair.
         tokenize = common.prepare_parallel.tokenize
-        tok = [tokenize(side, lang, False, args.workers, punctuation=PUNCTUATION_KEEP)
+        punctuation = split_punctuation(NORMALIZE_PUNCTUATION, "train")
+        tok = [tokenize(side, lang, False, args.workers, punctuation=punctuation)
                for side, lang in ((de, SRC), (en, TGT))]
         keep = common.prepare_parallel.keep_pairs(*tok, args.max_tokens, args.clean_ratio)
         print(f"{len(keep)} of {len(de)} training pairs pass clean-corpus-n", flush=True)
@@ -93,7 +95,7 @@ def main(argv=None) -> None:
         common.write_split(args, "test", SRC, TGT, test[SRC], test[TGT])
 
     common.run_prepare_parallel(args, passthrough, SRC, TGT,
-                                ["--lowercase", "--normalize-punctuation", "none",
+                                ["--lowercase", "--normalize-punctuation", NORMALIZE_PUNCTUATION,
                                  "--max-tokens", str(args.max_tokens), "--clean-ratio", str(args.clean_ratio)])
 
 

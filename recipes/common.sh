@@ -291,9 +291,11 @@ check_resume() {
     local kept="$OUT/train_command.txt" now="$OUT/train_command.now"
     training_identity > "$now"
     if [ -f "$CKPT/checkpoint_last.pt" ] && [ -f "$kept" ] && ! cmp -s "$kept" "$now"; then
-        local had now_has  # the words only one command has (diff exits 1, hence || true)
-        had="$(diff "$kept" "$now" | sed -n 's/^< //p' | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
-        now_has="$(diff "$kept" "$now" | sed -n 's/^> //p' | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
+        local changes had now_has  # the words only one command has (diff exits 1 and head may close
+        # the pipe early under pipefail, hence || true)
+        changes="$(diff "$kept" "$now" || true)"
+        had="$(sed -n 's/^< //p' <<< "$changes" | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
+        now_has="$(sed -n 's/^> //p' <<< "$changes" | head -n 6 | tr '\n' ' ' | sed 's/ $//' || true)"
         rm -f "$now"
         die "OUT=$OUT holds a run trained with another command (it had: ${had:-nothing more}; now: ${now_has:-nothing more}); set OUT to a new folder or remove $CKPT"
     fi

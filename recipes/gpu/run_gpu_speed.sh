@@ -12,8 +12,8 @@
 # train from scratch side by side on the GPU with the same batch, each until UPDATES updates or
 # TRAIN_MINUTES minutes, whichever comes first (the report gives every model's updates and its
 # training target tokens/s); then every configuration of the CPU table decodes the full
-# de-en/test with the same batch, one process a model (--one-process-per-model, below). The report (speed_gpu.{md,json,png}) and
-# the logs come back under $OUT. Without a GPU (DEVICE=cpu, SIZE=small and tiny UPDATES) it is
+# de-en/test with the same batch, one process a model (--one-process-per-model, below). The
+# report (speed_gpu.{md,json,png}) and the logs come back under $OUT. Without a GPU (DEVICE=cpu, SIZE=small and tiny UPDATES) it is
 # the same pipeline (tests/test_speed_benchmark.py). Knobs (environment): UPDATES, TRAIN_MINUTES,
 # MAX_TOKENS, SIZE, BATCH, PRECISION, REPEATS.
 # Measured in the first lease (twentieth session, run_gpu_lease.sh): each decode process cost
