@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from . import clamping as token_search
+from . import clamping
 from . import safeguards
 from .diffusion import SamplerConfig
 from .diffusion.sampler import SAMPLER_UPDATES, sample as run_sampler
@@ -247,14 +247,14 @@ class FastDiSSGenerator:
             return model.denoise(z_t.to(network_dtype), z_sc.to(network_dtype), t, mask, encoder_out,
                                  cache=cache).float()
 
-        clamp_fn = token_search.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
+        clamp_fn = clamping.TokenClamp(table, mask, logits_fn, model.rounding_logits, cfg.clamping_shortlist)
         # Round only the real positions: padding is a fifth or more of a length-beam batch. Their
         # flat indices (faster than mask indexing) are the clamp's, found from the same mask.
         real = clamp_fn.real_index
 
         def round_real(z0_hat, scores=True):
             """(B*C, n, d) -> (B*C, n) tokens, pad past each length, and their log-probabilities."""
-            real_tokens, real_scores = token_search.round_rows(
+            real_tokens, real_scores = clamping.round_rows(
                 z0_hat.reshape(-1, z0_hat.size(-1)).index_select(0, real), logits_fn, scores=scores)
             tokens = torch.full(mask.shape, self.pad, dtype=torch.long, device=device)
             tokens.view(-1).index_copy_(0, real, real_tokens)

@@ -12,12 +12,20 @@ import sys
 
 import pytest
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The package under test is this checkout's, in this process and in every command a test starts,
+# also where another clone is installed editable in the same environment (bare `pytest` would
+# import that one, while the CLIs' --user-dir loads this one).
+sys.path.insert(0, ROOT)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [ROOT, os.environ.get("PYTHONPATH")]))
+
 # Tests that load checkpoints in-process (fairseq's Python API) need what --user-dir gives the
 # CLIs: the plugin's registrations and its torch.load allowlist. Imported here, not by whichever
 # test happens to run first.
-import fastdiss_fairseq  # noqa: F401,E402
+import fastdiss_fairseq  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if os.path.dirname(os.path.abspath(fastdiss_fairseq.__file__)) != os.path.join(ROOT, "fastdiss_fairseq"):
+    raise ImportError(f"the tests of {ROOT} imported fastdiss_fairseq from {fastdiss_fairseq.__file__}")
 BUNDLED = os.path.join(ROOT, "user_dir_examples", "data", "de-en")
 USER_DIR = os.path.join(ROOT, "fastdiss_fairseq")
 SIZES = {"train": 400, "valid": 21, "test": 13}  # not multiples of 8: nothing may be dropped

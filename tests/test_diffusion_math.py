@@ -1,6 +1,7 @@
 """Unit tests of the diffusion math (fastdiss_fairseq.diffusion): no fairseq involved."""
 
 import math
+from unittest import mock
 
 import pytest
 import torch
@@ -20,7 +21,7 @@ from fastdiss_fairseq.diffusion import (
     sample_time,
     sentence_confidence_rank,
     step_times,
-    token_confidence,
+    token_error,
 )
 
 
@@ -140,7 +141,7 @@ def test_mans_gives_more_noise_to_more_confident_tokens():
     z0_hat = torch.arange(4.0).view(1, 4, 1).expand(1, 4, 8)
     mask = torch.ones(1, 4, dtype=torch.bool)
     for norm in ("rank", "minmax"):
-        r = confidence_rank(token_confidence(z0_hat, z0), mask, norm)
+        r = confidence_rank(token_error(z0_hat, z0), mask, norm)
         assert torch.allclose(r[0, [0, 3]], torch.tensor([1.0, 0.0]))
         ti = model_aware_time(torch.tensor([0.4]), r, strength=0.5, t_min=0.0)
         assert torch.all(ti[0, :-1] >= ti[0, 1:]), "more confident -> more noise"
@@ -151,7 +152,7 @@ def test_mans_gives_more_noise_to_more_confident_tokens():
 def test_mans_likelihood_measure_and_padding():
     logits = torch.tensor([[[5.0, 0.0], [0.0, 5.0], [0.0, 0.0]]])
     target = torch.tensor([[0, 0, 0]])
-    d = token_confidence(None, None, "likelihood", logits, target)
+    d = token_error(None, None, "likelihood", logits, target)
     assert d[0, 0] < d[0, 1]
     mask = torch.tensor([[True, True, False]])
     r = confidence_rank(d, mask)
@@ -310,20 +311,20 @@ def test_mans_pass_at_zero_strength_is_the_pass_without_mans(granularity):
     assert torch.equal(a.z0_hat, b.z0_hat)
 
 
-@pytest.mark.parametrize("fresh_noise", [True, False])
-def test_scp_estimate_noise_is_fresh_unless_shared(fresh_noise):
+@pytest.mark.parametrize("shared_noise", [False, True])
+def test_scp_estimate_noise_is_fresh_unless_shared(shared_noise):
     """--scp-shared-noise builds z_{t'} from the trained latent's eps; by default it is a new draw."""
     torch.manual_seed(1)
     z0 = normalize_embeddings(torch.randn(6, 5, 8))
     mask = torch.ones(6, 5, dtype=torch.bool)
     rec = InputRecordingDenoiser()
     s = build_schedule("sqrt")
-    cfg = TrainingNoiseConfig(self_condition_prob=1.0, scp=True, scp_fresh_noise=fresh_noise)
+    cfg = TrainingNoiseConfig(self_condition_prob=1.0, scp=True, scp_shared_noise=shared_noise)
     out = diffusion_training_pass(rec, z0, mask, s, cfg)
     (t_sc, _, _), (t_theta, _, _) = rec.calls
     eps = (rec.inputs[1] - s.alpha(t_theta)[..., None] * z0) / s.sigma(t_theta)[..., None]
     shared = q_sample(z0, t_sc, s, eps)
-    assert torch.allclose(rec.inputs[0], shared, atol=1e-5) != fresh_noise
+    assert torch.allclose(rec.inputs[0], shared, atol=1e-5) == shared_noise
 
 
 def test_mans_model_time_sentence_tells_the_denoiser_one_level_a_sentence():
@@ -576,19 +577,29 @@ def test_uniform_copy_maps_target_positions_onto_real_source_tokens():
     assert out[1, :2].tolist() == [1.0, 3.0]
 
 
-def test_training_noise_defaults_match_the_criterions():
-    """TrainingNoiseConfig (plain PyTorch, the model's fallback) repeats the criterion's SCP/MANS
-    defaults; a default changed in one place only (as --scp-delta-max was) must fail here."""
+def test_training_noise_options_reach_the_training_pass():
+    """Every TrainingNoiseConfig field is a criterion option of the same name and default (a
+    default changed in one place only, as --scp-delta-max once was, fails here), and the
+    criterion hands each option's value on: a value it dropped would train with the default."""
     import dataclasses
+    from types import SimpleNamespace
 
-    from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLossConfig
+    from fastdiss_fairseq.criterions.fastdiss_loss import FastDiSSLoss, FastDiSSLossConfig
 
     criterion = FastDiSSLossConfig()
     for f in dataclasses.fields(TrainingNoiseConfig):
-        if f.name == "scp_fresh_noise":  # the criterion's flag is its negation
-            assert f.default is not criterion.scp_shared_noise
-        else:
-            assert getattr(criterion, f.name) == f.default, f.name
+        assert hasattr(criterion, f.name), f"TrainingNoiseConfig.{f.name} has no criterion option"
+        assert getattr(criterion, f.name) == f.default, f.name
+    changed = dict(t_min=0.3, self_condition_prob=0.7, scp=True, scp_mode="fixed", scp_delta_max=0.1,
+                   scp_shared_noise=True, scp_chain=True, mans=True, mans_strength=0.6,
+                   mans_measure="likelihood", mans_normalization="minmax", mans_granularity="token",
+                   mans_model_time="sentence", estimate_input_prob=0.2)
+    assert set(changed) == {f.name for f in dataclasses.fields(TrainingNoiseConfig)}
+    assert all(value != getattr(criterion, name) for name, value in changed.items())
+    task = SimpleNamespace(target_dictionary=SimpleNamespace(eos=lambda: 2, pad=lambda: 1))
+    with mock.patch("fastdiss_fairseq.criterions.fastdiss_loss.check_fastdiss_task"):
+        loss = FastDiSSLoss(task, FastDiSSLossConfig(**changed))
+    assert dataclasses.asdict(loss.noise_cfg) == changed
 
 
 def test_packed_positions_round_trip_and_scratch_keeps_zero_padding():

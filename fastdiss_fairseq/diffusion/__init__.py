@@ -8,7 +8,7 @@ toolkit. The fairseq task, model, criterion and generator are thin adapters over
 from .schedules import NoiseSchedule, build_schedule, SCHEDULES
 from .noising import normalize_embeddings, q_sample, sample_time
 from .scp import perturbed_time
-from .mans import token_confidence, confidence_rank, model_aware_time, sentence_confidence_rank
+from .mans import token_error, confidence_rank, model_aware_time, sentence_confidence_rank
 from .training import TrainingNoiseConfig, diffusion_training_pass
 from .sampler import SamplerConfig, sample, step_times
 
@@ -20,7 +20,7 @@ __all__ = [
     "q_sample",
     "sample_time",
     "perturbed_time",
-    "token_confidence",
+    "token_error",
     "confidence_rank",
     "model_aware_time",
     "sentence_confidence_rank",

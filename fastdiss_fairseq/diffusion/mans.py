@@ -18,18 +18,22 @@ learns to denoise from the high noise levels that few-step sampling starts from.
 import torch
 
 CONFIDENCE_MEASURES = ("distance", "likelihood")
+# the measures computed from the rounding logits of the probe pass (the training pass makes
+# them only for these)
+MEASURES_NEEDING_LOGITS = ("likelihood",)
 CONFIDENCE_NORMALIZATIONS = ("rank", "minmax")
 MANS_GRANULARITIES = ("token", "sentence")
 
 
-def token_confidence(
+def token_error(
     z0_hat: torch.Tensor,
     z0: torch.Tensor,
     measure: str = "distance",
     logits: torch.Tensor = None,
     target: torch.Tensor = None,
 ) -> torch.Tensor:
-    """d_i per token, (B, n): lower means the model is more confident of token i."""
+    """d_i per token, (B, n): the model's error on token i, so lower means more confident.
+    (confidence_rank turns it into r_i, where 1 is the most confident.)"""
     if measure == "distance":
         return ((z0_hat - z0) ** 2).sum(-1)
     if measure == "likelihood":

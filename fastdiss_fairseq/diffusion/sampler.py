@@ -31,6 +31,9 @@ SAMPLER_UPDATES = ("ddim", "renoise")
 
 @dataclass
 class SamplerConfig:
+    # The plain sampler of DESIGN.md (DDIM, uniform grid, no clamping) by default. The generator's
+    # options (generator.py) set every field, with defaults measured on de-en/valid: renoise,
+    # rho 0.5, clamping on.
     steps: int = 5
     clamping: bool = False
     self_conditioning: str = "reuse"

@@ -8,7 +8,8 @@ training estimate at t' > t instead:
     t' = min(1, t + delta),   delta ~ U(0, delta_max)   ("uniform")
                               delta = delta_max          ("fixed", e.g. 1/K_target)
 
-The paper does not publish how t' is drawn; both rules are options.
+Here t is the level of the trained pass, t_theta: per token under MANS (the delta is still
+drawn once per sentence). The paper does not publish how t' is drawn; both rules are options.
 """
 
 import torch

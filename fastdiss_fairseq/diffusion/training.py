@@ -32,16 +32,19 @@ from typing import Callable, NamedTuple, Optional
 import torch
 
 from .mans import (
+    CONFIDENCE_MEASURES,
+    CONFIDENCE_NORMALIZATIONS,
     MANS_GRANULARITIES,
+    MEASURES_NEEDING_LOGITS,
     confidence_rank,
     model_aware_time,
     sentence_confidence_rank,
     sentence_mean,
-    token_confidence,
+    token_error,
 )
 from .noising import q_sample, sample_time
 from .schedules import NoiseSchedule
-from .scp import perturbed_time
+from .scp import SCP_MODES, perturbed_time
 
 # denoise(z_t, z_sc, t) -> z0_hat; z_t, z_sc: (B, n, d), t: (B, n)
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -49,12 +52,16 @@ Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 @dataclass
 class TrainingNoiseConfig:
+    """The noise options of one training pass. Each field is also an option of the criterion
+    `fastdiss_loss`, of the same name, which copies them all (a new field here needs its option
+    there, with a help text; a test checks both lists match)."""
+
     t_min: float = 0.0
     self_condition_prob: float = 0.5
     scp: bool = False
     scp_mode: str = "uniform"
     scp_delta_max: float = 0.25
-    scp_fresh_noise: bool = True
+    scp_shared_noise: bool = False  # z_{t'} from z_t's eps instead of fresh noise
     scp_chain: bool = False  # step 3a
     mans: bool = False
     mans_strength: float = 0.25
@@ -63,6 +70,19 @@ class TrainingNoiseConfig:
     mans_granularity: str = "sentence"
     mans_model_time: str = "token"
     estimate_input_prob: float = 0.0  # q of step 3b
+
+    def validate(self) -> None:
+        """Rejects unknown choices and levels outside [0, 1]. (The criterion checks its options
+        first, with the command line's names in its messages.)"""
+        choices = {"scp_mode": SCP_MODES, "mans_measure": CONFIDENCE_MEASURES,
+                   "mans_normalization": CONFIDENCE_NORMALIZATIONS,
+                   "mans_granularity": MANS_GRANULARITIES, "mans_model_time": MANS_GRANULARITIES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"unknown {name} {getattr(self, name)!r}; choose one of {allowed}")
+        for name in ("t_min", "self_condition_prob", "scp_delta_max", "mans_strength", "estimate_input_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
 
 
 def sentence_mean_level(levels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -101,9 +121,7 @@ def diffusion_training_pass(
     """Runs steps 1-4 above. mask (B, n) is True at real target tokens. clamp_fn maps an
     estimate (B, n, d) to its nearest tokens' embeddings, as the sampler's clamping does (step
     3b; without it the raw estimate is re-noised)."""
-    for name in ("mans_granularity", "mans_model_time"):
-        if getattr(cfg, name) not in MANS_GRANULARITIES:
-            raise ValueError(f"unknown {name} {getattr(cfg, name)!r}; choose one of {MANS_GRANULARITIES}")
+    cfg.validate()
     bsz, n, _ = z0.shape
     t = sample_time((bsz,), cfg.t_min, device=z0.device)  # float32 whatever z0's dtype
     eps = torch.randn_like(z0)
@@ -115,10 +133,10 @@ def diffusion_training_pass(
             probe = denoise(q_sample(z0, t_theta, schedule, eps), zeros, t_theta)
             logits = (
                 logits_fn(probe)
-                if cfg.mans_measure == "likelihood" and logits_fn is not None
+                if cfg.mans_measure in MEASURES_NEEDING_LOGITS and logits_fn is not None
                 else None
             )
-            d = token_confidence(probe, z0, cfg.mans_measure, logits, target)
+            d = token_error(probe, z0, cfg.mans_measure, logits, target)
             if cfg.mans_granularity == "sentence":
                 r = sentence_confidence_rank(d, mask, cfg.mans_normalization)
             else:
@@ -142,7 +160,7 @@ def diffusion_training_pass(
             if cfg.scp:
                 def scp_latent(level):  # z_0 noised at an SCP level, fresh or shared noise
                     return q_sample(z0, level, schedule,
-                                    torch.randn_like(z0) if cfg.scp_fresh_noise else eps)
+                                    eps if cfg.scp_shared_noise else torch.randn_like(z0))
 
                 t_sc = perturbed_time(t_theta, cfg.scp_delta_max, cfg.scp_mode)
                 z_sc_input = scp_latent(t_sc)

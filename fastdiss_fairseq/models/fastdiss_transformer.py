@@ -10,7 +10,6 @@ from argparse import Namespace
 
 import torch
 import torch.nn as nn
-from fairseq import utils
 from fairseq.models import register_model, register_model_architecture
 from fairseq.models.transformer import TransformerModel, base_architecture
 from omegaconf import OmegaConf
