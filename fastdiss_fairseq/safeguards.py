@@ -20,16 +20,21 @@ the problem, or applies a documented safe behaviour:
 - a data folder without dictionaries, or whose language pair cannot be inferred, is refused;
 - a checkpoint whose dictionary size differs from the data folder's is refused with both sizes;
 - a split whose binarized files are missing or hold 0 sentences is refused;
-- a valid/test split with a sentence longer than the model's positions is refused when it is
-  batched, before any decoding, naming the sentence (fairseq stopped with a traceback);
-  --truncate-source or --skip-invalid-size-inputs-valid-test are the two ways on;
+- a valid/test split with a sentence longer than the position limits is refused when it is
+  batched, before any decoding, naming the side and a sentence (fairseq stopped with a
+  traceback); --truncate-source (sources), --max-target-positions (targets) or
+  --skip-invalid-size-inputs-valid-test are the ways on;
 - a sentence pair longer than --max-tokens (which no batch could hold) is refused before
   batching, with its split, index and length;
 - an inference source longer than the model's source positions is truncated, with a warning
   (fairseq-interactive and the hub interface would otherwise stop with a traceback);
 - fairseq-generate's options that only fairseq's own generators read (beam search, NAT
   refinement: --iter-decode-max-iter, --score-reference, --lenpen, ...) are refused when set,
-  naming what to use instead;
+  naming what to use instead; --beam other than 1 or the length beam gets a warning, and an
+  unknown key of --eval-bleu-args is refused; fairseq-generate's --bf16, which decoded in
+  float32, is refused, pointing to --decoding-dtype bfloat16;
+- --best-checkpoint-metric bleu without --eval-bleu is refused before training (fairseq's
+  KeyError came at the first validation, before any checkpoint);
 - --nbest larger than the candidates a sentence gets (--length-beam x --noise-samples) is
   refused: fairseq-generate would print fewer hypotheses than asked, without a word;
 - an empty source (only EOS, e.g. an empty line on fairseq-interactive's stdin) gets an empty
@@ -85,6 +90,11 @@ def check_training_run(task_cfg) -> None:
     if getattr(scheduler, "_name", None) == "inverse_sqrt" and scheduler.warmup_updates <= 0:
         raise FastDiSSError(f"--lr-scheduler inverse_sqrt needs --warmup-updates >= 1 (fairseq divides by it), "
                             f"got {scheduler.warmup_updates}")
+    checkpoint = getattr(root, "checkpoint", None)
+    if getattr(checkpoint, "best_checkpoint_metric", None) == "bleu" and not getattr(task_cfg, "eval_bleu", False):
+        # fairseq looked the metric up at the first validation: a KeyError, and no checkpoint saved
+        raise FastDiSSError("--best-checkpoint-metric bleu needs --eval-bleu (validation computes BLEU only "
+                            "with it); add --eval-bleu, or keep the default metric, the validation loss")
 
 
 def check_training_precision(common) -> None:
@@ -189,6 +199,34 @@ def reject_foreign_generation_options(generation_args) -> None:
                             f"diffusion generator: {instead}")
 
 
+def check_generation_precision(task_cfg) -> None:
+    """fairseq-generate casts the model for --fp16 but not for --bf16 (a TPU option there), which
+    decoded in float32 without a word."""
+    root = run_config(task_cfg)
+    common = getattr(root, "common", None)
+    if common is not None and common.bf16 and importlib.util.find_spec("torch_xla") is None:
+        raise FastDiSSError("--bf16 is fairseq's TPU option and fairseq-generate would decode in float32 "
+                            "here; decode in bfloat16 with --decoding-dtype bfloat16")
+
+
+def check_generation_arguments(args, known) -> None:
+    """args: a Namespace of --eval-bleu-args' keys; known: the names the generator or fairseq's
+    generation config read. A misspelt key ({"decodingsteps": 1}) was ignored without a word."""
+    unknown = sorted(set(vars(args)) - set(known))
+    if unknown:
+        raise FastDiSSError(f"--eval-bleu-args: unknown key(s) {', '.join(map(repr, unknown))}; FastDiSS's "
+                            "decoding options there are the task's, e.g. {\"decoding_steps\": 5, \"length_beam\": 1}")
+
+
+def warn_unused_beam(args, length_beam: int) -> None:
+    """fairseq-generate's --beam (5 by default, 1 in fairseq's NAT recipes) sizes beam search, which
+    the diffusion generator does not do; another value would look like a wider search."""
+    beam = getattr(args, "beam", None)
+    if beam is not None and beam not in (1, length_beam):
+        logger.warning("fastdiss: --beam %s has no effect: FastDiSS's search width is --length-beam (%d)",
+                       beam, length_beam)
+
+
 def check_single_model(models) -> None:
     """The diffusion generator runs one denoiser; fairseq-generate ensembles "--path a.pt:b.pt"."""
     if len(models) != 1:
@@ -287,13 +325,7 @@ def check_batchable(dataset, split: str, max_tokens, max_positions, refuse_too_l
     if max_positions is not None:
         kept, too_long = dataset.filter_indices_by_size(kept, max_positions)
         if refuse_too_long and len(too_long) > 0:
-            first = int(too_long[0])
-            raise FastDiSSError(
-                f"split {split}: {len(too_long)} sentence(s) longer than the model's positions {max_positions} "
-                f"(sentence {first} has {int(dataset.src_sizes[first])} source and "
-                f"{int(dataset.tgt_sizes[first]) if dataset.tgt_sizes is not None else 0} target tokens); add "
-                "--truncate-source, or --skip-invalid-size-inputs-valid-test to leave them out of the scores"
-            )
+            raise FastDiSSError(position_limit_error(dataset, split, too_long, max_positions))
     if not hasattr(dataset, "num_tokens_vec") or len(dataset) == 0:
         return
     if len(kept) == 0:
@@ -313,6 +345,27 @@ def check_batchable(dataset, split: str, max_tokens, max_positions, refuse_too_l
             f"(sentence {int(kept[longest])}: {int(num_tokens[longest])} tokens), which no batch could hold; "
             f"raise --max-tokens to at least {int(num_tokens[longest])}"
         )
+
+
+def position_limit_error(dataset, split: str, too_long, max_positions) -> str:
+    """Which side of the too-long pairs is over its limit, and the way on for that side: a source
+    can be cut (--truncate-source), a reference is never cut."""
+    import numpy as np
+
+    src_limit, tgt_limit = max_positions if isinstance(max_positions, tuple) else (max_positions, max_positions)
+    too_long = np.asarray(too_long)
+    tgt_sizes = dataset.tgt_sizes if dataset.tgt_sizes is not None else np.zeros(len(dataset), dtype=np.int64)
+    sides = [(name, limit, sizes[too_long] > limit, way) for name, limit, sizes, way in (
+        ("source", src_limit, dataset.src_sizes, "--truncate-source"),
+        ("target", tgt_limit, tgt_sizes, "--max-target-positions up to the model's"),
+    ) if limit is not None]
+    over = [(name, limit, int(flags.sum()), int(too_long[flags.argmax()]), way)
+            for name, limit, flags, way in sides if flags.any()]
+    what = "; ".join(f"{count} {name}(s) over {limit} positions (sentence {first} has "
+                     f"{int((dataset.src_sizes if name == 'source' else tgt_sizes)[first])})"
+                     for name, limit, count, first, way in over)
+    ways = [way for *_, way in over] + ["--skip-invalid-size-inputs-valid-test to leave them out of the scores"]
+    return f"split {split}: {len(too_long)} sentence pair(s) too long: {what}; add " + ", or ".join(ways)
 
 
 def truncate_sources(src_tokens: List[torch.Tensor], src_lengths, max_positions: int, eos: int):

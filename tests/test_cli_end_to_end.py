@@ -68,6 +68,31 @@ def test_generate_is_deterministic_for_a_seed(tiny_data, tiny_model):
     assert scored(first) != scored(run_cli("generate", *args, "--seed", "8").stdout)
 
 
+def test_generate_on_the_train_split_keeps_every_sentence(tiny_data, tiny_model):
+    """fairseq drops a last batch whose size is not a multiple of --required-batch-size-multiple
+    (8): generating the train split (400 sentences, batches of 7) lost one sentence, silently."""
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--gen-subset", "train",
+                   "--batch-size", "7", "--decoding-steps", "1", "--length-beam", "1")
+    assert len(hypotheses(proc.stdout)) == SIZES["train"]
+
+
+def test_validation_loss_is_the_same_at_every_run_and_follows_the_seed(tiny_data, tiny_model):
+    """The loss draws t, eps and the self-conditioning coin: unseeded, fairseq-validate gave 7.446
+    and 7.512 for one checkpoint, and checkpoint_best.pt and --patience followed that noise."""
+    ckpt, _ = tiny_model
+
+    def valid_loss(seed):
+        proc = run_cli("validate", tiny_data, "--user-dir", USER_DIR, "--task", "fastdiss_translation",
+                       "--path", ckpt, "--cpu", "--max-tokens", "2000", "--valid-subset", "valid",
+                       "--seed", seed)
+        return float(re.search(r"valid on 'valid' subset \| loss ([\d.]+)", proc.stdout + proc.stderr).group(1))
+
+    first = valid_loss(1)
+    assert valid_loss(1) == first
+    assert valid_loss(2) != first
+
+
 def test_generate_prints_steps_and_each_steps_estimate(tiny_data, tiny_model):
     """fairseq-generate's --print-step and --retain-iter-history, as for fairseq's own refinement
     models: I-<id> holds K, E-<id>_<k> the estimate after k + 1 steps, the last one the hypothesis

@@ -90,6 +90,27 @@ def test_options_of_fairseqs_own_generators_are_refused_not_ignored(tiny_data, t
     assert not re.search(r"^H-\d+", proc.stdout, flags=re.M), "nothing was generated"
 
 
+def test_generate_bf16_is_refused_not_decoded_in_float32(tiny_data, tiny_model):
+    """fairseq-generate casts the model for --fp16 but ignores --bf16 (fairseq's TPU option): the
+    output was float32's, byte for byte."""
+    ckpt, _ = tiny_model
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--bf16", check=False)
+    assert_one_line_error(proc, "--bf16 is fairseq's TPU option", "--decoding-dtype bfloat16")
+
+
+def test_beam_other_than_the_length_beam_is_a_warning(tiny_data, tiny_model):
+    """--beam sizes fairseq's beam search, which the diffusion generator does not run: the output
+    is the same, and a value that would look like a wider search is said to do nothing."""
+    ckpt, _ = tiny_model
+    args = [*GEN_ARGS, "--path", ckpt, "--decoding-steps", "1"]
+    plain = run_cli("generate", tiny_data, *args)
+    wide = run_cli("generate", tiny_data, *args, "--beam", "10")
+    hypotheses = [re.findall(r"^H-.*$", p.stdout, flags=re.M) for p in (plain, wide)]
+    assert hypotheses[0] and hypotheses[0] == hypotheses[1]
+    assert "--beam 10 has no effect: FastDiSS's search width is --length-beam (5)" in wide.stderr
+    assert "--beam" not in plain.stderr  # fairseq's default, 5, is the length beam's too
+
+
 def test_an_ensemble_is_refused_before_decoding(tiny_data, tiny_model):
     ckpt, _ = tiny_model
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", f"{ckpt}:{ckpt}", check=False)
@@ -137,6 +158,21 @@ def test_out_of_range_training_option_is_one_line(tiny_data, tmp_path):
     proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, "--mans", "--mans-strength", "1.5",
                    "--save-dir", tmp_path, check=False)
     assert_one_line_error(proc, "--mans-strength must lie in [0, 1], got 1.5")
+    assert not list(tmp_path.glob("*.pt"))
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--best-checkpoint-metric", "bleu", "--maximize-best-checkpoint-metric"],
+     "--best-checkpoint-metric bleu needs --eval-bleu"),
+    (["--eval-bleu", "--eval-bleu-args", '{"decodingsteps": 1}'], "--eval-bleu-args: unknown key(s) 'decodingsteps'"),
+])
+def test_validation_options_fairseq_would_fail_on_or_ignore_are_one_line(tiny_data, tmp_path, options, message):
+    """The metric: fairseq's KeyError at the first validation, after the first epoch's training and
+    before any checkpoint. The misspelt key: validation decoded with the defaults, without a word."""
+    proc = run_cli("train", tiny_data, *TINY_TRAIN_ARGS, *options, "--max-update", "2", "--save-dir", tmp_path,
+                   check=False)
+    assert_one_line_error(proc, message)
+    assert "| epoch 001 |" not in proc.stdout + proc.stderr, "refused before training"
     assert not list(tmp_path.glob("*.pt"))
 
 
@@ -338,10 +374,16 @@ def test_test_sentence_over_the_position_limit_is_one_line_and_truncate_source_f
     ckpt, _ = tiny_model
     limit = ["--max-source-positions", "6"]  # the tiny test sources are longer than 6 subwords
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *limit, check=False)
-    assert_one_line_error(proc, "split test:", "longer than the model's positions", "--truncate-source")
+    last = assert_one_line_error(proc, "split test:", "13 source(s) over 6 positions", "add --truncate-source")
+    assert "target" not in last, last
     proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, *limit, "--truncate-source", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(re.findall(r"^H-\d+", proc.stdout, flags=re.M)) == 13
+    # a reference over its limit is never cut: --truncate-source is not the way on there
+    proc = run_cli("generate", tiny_data, *GEN_ARGS, "--path", ckpt, "--max-target-positions", "6",
+                   "--truncate-source", check=False)
+    last = assert_one_line_error(proc, "split test:", "target(s) over 6 positions", "--max-target-positions")
+    assert "--truncate-source" not in last and "source(s)" not in last, last
 
 
 # ---- numerical faults ------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Optional
 from fairseq import utils
 from fairseq.data.encoders.moses_tokenizer import MosesTokenizer as FairseqMosesTokenizer
 from fairseq.dataclass import ChoiceEnum
+from fairseq.dataclass.configs import GenerationConfig
 from fairseq.optim.amp_optimizer import AMPOptimizer
 from fairseq.tasks import register_task
 from fairseq.tasks.translation import TranslationConfig, TranslationTask
@@ -174,12 +175,15 @@ class FastDiSSTranslationTask(TranslationTask):
                            ignore_invalid_inputs=False, required_batch_size_multiple=1, **kwargs):
         # This fairseq build drops the last batch whenever its size is not a multiple of
         # --required-batch-size-multiple (default 8): up to 7 sentences of a valid/test set
-        # would silently go unscored. Only the training split may lose its remainder.
-        held_out = dataset is not self.datasets.get(self.cfg.train_subset)
-        if held_out:
+        # would silently go unscored. Only fairseq-train's training iterator may lose its
+        # remainder; it is the one caller that passes update_epoch_batch_itr. Every other
+        # (validation, fairseq-generate and fairseq-validate, also on --gen-subset train) keeps
+        # every sentence.
+        training = "update_epoch_batch_itr" in kwargs
+        if not training:
             required_batch_size_multiple = 1
         safeguards.check_batchable(dataset, self.split_name(dataset), max_tokens, max_positions,
-                                   refuse_too_long=held_out and not ignore_invalid_inputs)
+                                   refuse_too_long=not training and not ignore_invalid_inputs)
         return super().get_batch_iterator(
             dataset, max_tokens, max_sentences, max_positions, ignore_invalid_inputs,
             required_batch_size_multiple, **kwargs,
@@ -193,6 +197,11 @@ class FastDiSSTranslationTask(TranslationTask):
             safeguards.check_fastdiss_model(model, getattr(model, "cfg", None))
         safeguards.check_single_model(models)
         safeguards.reject_foreign_generation_options(args)
+        if self._building_model:  # args holds --eval-bleu-args' keys alone
+            safeguards.check_generation_arguments(
+                args, {f.name for f in fields(GeneratorConfig)} | {f.name for f in fields(GenerationConfig)})
+        else:
+            safeguards.check_generation_precision(self.cfg)
         # Generation options passed with the call (the hub's translate(..., decoding_steps=3),
         # --eval-bleu-args '{"decoding_steps": 3}') override the task's own.
         overrides = {f.name: getattr(args, f.name) for f in fields(GeneratorConfig)
@@ -200,6 +209,7 @@ class FastDiSSTranslationTask(TranslationTask):
         cfg = self.generator_config(**overrides)
         generator = FastDiSSGenerator(self.target_dictionary, cfg)  # validates cfg
         safeguards.check_nbest(args, cfg.length_beam, cfg.noise_samples)
+        safeguards.warn_unused_beam(args, cfg.length_beam)
         if cfg.decoding_dtype == "bfloat16" and not self._building_model:
             for model in models:  # fairseq-generate's own --fp16 casts the same way, in place
                 model.to(torch.bfloat16)
@@ -225,6 +235,19 @@ class FastDiSSTranslationTask(TranslationTask):
         with torch.autograd.profiler.record_function("backward"):
             optimizer.backward(loss)
         return loss, sample_size, logging_output
+
+    def valid_step(self, sample, model, criterion):
+        """fairseq's valid_step with the loss's draws (t, eps, the self-conditioning coin) seeded by
+        --seed and the batch's first sentence: a checkpoint's validation loss, which picks
+        checkpoint_best.pt and drives --patience, is then the same at every validation and in
+        fairseq-validate, and training's own random stream is left where it was."""
+        ids = sample.get("id") if isinstance(sample, dict) else None
+        if ids is None or ids.numel() == 0:
+            return super().valid_step(sample, model, criterion)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(self.cfg.seed * 1_000_003 + int(ids.min()))
+            return super().valid_step(sample, model, criterion)
 
     @contextmanager
     def _model_being_built(self):
