@@ -115,16 +115,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_process_training_with_fairseqs_distributed_engine(tiny_data, tmp_path):
-    """Two gloo workers through fairseq's own distributed_main, DDP and logging aggregation.
+def run_two_ranks(tiny_data, save, tmp_path, max_update: int):
+    """fairseq-train on two gloo workers into save; returns (exit codes, [rank 0's log, rank 1's]).
     On CPUs fairseq cannot spawn the workers itself (see the README), so each rank is started
     the way fairseq's multi-node launch does it: --distributed-no-spawn --distributed-rank R."""
-    save = tmp_path / "ckpt"
     cmd = [sys.executable, "-m", "fairseq_cli.train", str(tiny_data), *TINY_TRAIN_ARGS, "--scp", "--mans",
-           "--save-dir", str(save), "--max-update", "6", "--distributed-world-size", "2",
+           "--save-dir", str(save), "--max-update", str(max_update), "--distributed-world-size", "2",
            "--distributed-backend", "gloo", "--ddp-backend", "legacy_ddp", "--distributed-no-spawn",
            "--distributed-init-method", f"tcp://127.0.0.1:{free_port()}"]
-    logs = [open(tmp_path / f"rank{rank}.log", "w+") for rank in (0, 1)]
+    logs = [open(tmp_path / f"rank{rank}.{max_update}.log", "w+") for rank in (0, 1)]
     workers = [subprocess.Popen(cmd + ["--distributed-rank", str(rank)], stdout=log, stderr=subprocess.STDOUT,
                                 env=ENV) for rank, log in enumerate(logs)]
     try:
@@ -138,6 +137,15 @@ def test_two_process_training_with_fairseqs_distributed_engine(tiny_data, tmp_pa
         log.seek(0)
         text.append(log.read())
         log.close()
+    return codes, text
+
+
+def test_two_process_training_with_fairseqs_distributed_engine_and_its_resume(tiny_data, tmp_path):
+    """Two gloo workers through fairseq's own distributed_main, DDP and logging aggregation; then
+    the same command resumes. fairseq sent rank 0's checkpoint to rank 1 as a pickle that torch's
+    safe loader refused (UnpicklingError: omegaconf's DictConfig): the resume exited 1."""
+    save = tmp_path / "ckpt"
+    codes, text = run_two_ranks(tiny_data, save, tmp_path, 6)
     assert codes == [0, 0], text[0][-3000:] + text[1][-3000:]
     for rank in (0, 1):
         assert f"distributed init (rank {rank})" in text[rank]
@@ -148,6 +156,37 @@ def test_two_process_training_with_fairseqs_distributed_engine(tiny_data, tmp_pa
     state = torch.load(save / "checkpoint_last.pt")
     assert state["optimizer_history"][-1]["num_updates"] == 6
     assert state["cfg"]["distributed_training"]["distributed_world_size"] == 2
+
+    codes, text = run_two_ranks(tiny_data, save, tmp_path, 8)
+    assert codes == [0, 0], text[0][-3000:] + text[1][-3000:]
+    assert re.search(r"Loaded checkpoint \S+checkpoint_last\.pt \(epoch 1 @ 6 updates\)", text[0]), text[0][-3000:]
+    assert torch.load(save / "checkpoint_last.pt")["optimizer_history"][-1]["num_updates"] == 8
+
+
+def test_each_data_parallel_rank_draws_its_own_noise():
+    """fairseq seeded every rank with --seed + updates: ranks whose batches had the same shape drew
+    the same t, eps and self-conditioning coin. Rank 0 keeps fairseq's seed (one process unchanged)."""
+    from types import SimpleNamespace
+
+    from fairseq.trainer import Trainer
+
+    from fastdiss_fairseq import data_parallel
+
+    assert Trainer._set_seed is data_parallel.set_seed
+    assert Trainer.load_checkpoint is data_parallel.load_checkpoint_on_every_rank
+
+    def draws(rank, updates=5):
+        trainer = SimpleNamespace(cfg=SimpleNamespace(common=SimpleNamespace(seed=1)), data_parallel_rank=rank,
+                                  get_num_updates=lambda: updates)
+        Trainer._set_seed(trainer)
+        return torch.rand(4)
+
+    rank0 = draws(0)
+    torch.manual_seed(1 + 5)  # fairseq's own seed for update 5
+    assert torch.equal(rank0, torch.rand(4))
+    assert not torch.equal(draws(1), draws(0))
+    assert torch.equal(draws(1), draws(1))  # reproducible on resume
+    assert not torch.equal(draws(1, updates=6), draws(1))
 
 
 # ---- TensorBoard -----------------------------------------------------------------------------
