@@ -97,9 +97,14 @@ def check_training_run(task_cfg) -> None:
                             "with it); add --eval-bleu, or keep the default metric, the validation loss")
 
 
+def bf16_without_xla(common) -> bool:
+    """fairseq's --bf16 / --memory-efficient-bf16 are TPU options, and torch_xla is not installed."""
+    return bool(common.bf16) and importlib.util.find_spec("torch_xla") is None
+
+
 def check_training_precision(common) -> None:
     """fairseq-train's half-precision options need a device this process may not have."""
-    if common.bf16 and importlib.util.find_spec("torch_xla") is None:
+    if bf16_without_xla(common):
         flag = "--memory-efficient-bf16" if common.memory_efficient_bf16 else "--bf16"
         raise FastDiSSError(
             f"{flag} is fairseq's TPU option (it implies --tpu and needs torch_xla, not installed); "
@@ -204,7 +209,7 @@ def check_generation_precision(task_cfg) -> None:
     decoded in float32 without a word."""
     root = run_config(task_cfg)
     common = getattr(root, "common", None)
-    if common is not None and common.bf16 and importlib.util.find_spec("torch_xla") is None:
+    if common is not None and bf16_without_xla(common):
         raise FastDiSSError("--bf16 is fairseq's TPU option and fairseq-generate would decode in float32 "
                             "here; decode in bfloat16 with --decoding-dtype bfloat16")
 
@@ -355,17 +360,18 @@ def position_limit_error(dataset, split: str, too_long, max_positions) -> str:
     src_limit, tgt_limit = max_positions if isinstance(max_positions, tuple) else (max_positions, max_positions)
     too_long = np.asarray(too_long)
     tgt_sizes = dataset.tgt_sizes if dataset.tgt_sizes is not None else np.zeros(len(dataset), dtype=np.int64)
-    sides = [(name, limit, sizes[too_long] > limit, way) for name, limit, sizes, way in (
-        ("source", src_limit, dataset.src_sizes, "--truncate-source"),
-        ("target", tgt_limit, tgt_sizes, "--max-target-positions up to the model's"),
-    ) if limit is not None]
-    over = [(name, limit, int(flags.sum()), int(too_long[flags.argmax()]), way)
-            for name, limit, flags, way in sides if flags.any()]
-    what = "; ".join(f"{count} {name}(s) over {limit} positions (sentence {first} has "
-                     f"{int((dataset.src_sizes if name == 'source' else tgt_sizes)[first])})"
-                     for name, limit, count, first, way in over)
-    ways = [way for *_, way in over] + ["--skip-invalid-size-inputs-valid-test to leave them out of the scores"]
-    return f"split {split}: {len(too_long)} sentence pair(s) too long: {what}; add " + ", or ".join(ways)
+    found, ways = [], []
+    for name, limit, sizes, way in (("source", src_limit, dataset.src_sizes, "--truncate-source"),
+                                    ("target", tgt_limit, tgt_sizes, "--max-target-positions up to the model's")):
+        if limit is None:
+            continue
+        over = too_long[sizes[too_long] > limit]
+        if len(over):
+            found.append(f"{len(over)} {name}(s) over {limit} positions (sentence {int(over[0])} has "
+                         f"{int(sizes[over[0]])})")
+            ways.append(way)
+    ways.append("--skip-invalid-size-inputs-valid-test to leave them out of the scores")
+    return f"split {split}: {len(too_long)} sentence pair(s) too long: {'; '.join(found)}; add " + ", or ".join(ways)
 
 
 def truncate_sources(src_tokens: List[torch.Tensor], src_lengths, max_positions: int, eos: int):
